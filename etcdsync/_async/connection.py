@@ -1,0 +1,304 @@
+"""The connection: channels to the endpoints, failover, auth, deadlines, retries.
+
+Every request of the client goes through :meth:`AsyncConnection.unary` (or opens
+a stream with :meth:`AsyncConnection.open_stream`).  This module and the backends
+are the only code that sees gRPC errors; callers get :mod:`etcdsync.errors`.
+
+Retry policy (see ``_status.safe_to_retry``): reads are retried on transient
+failures; writes only when the request certainly never reached a server or was
+rejected before being applied.  Retries are bounded by ``retries`` and by the
+call's deadline, with exponential backoff and full jitter.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+import grpc
+from tenacity import (
+    AsyncRetrying,
+    retry_if_exception,
+    stop_after_attempt,
+    stop_after_delay,
+    wait_random_exponential,
+)
+
+from .. import _status, errors
+from .._backends._async import BidiStream, Lock, close_channel, create_channel
+from .._config import ChannelSettings, TLSConfig, parse_endpoints
+from .._methods import AUTHENTICATE, Method
+
+_RETRY_BACKOFF_START = 0.05
+_RETRY_BACKOFF_MAX = 1.0
+
+
+class AsyncConnection:
+    """Channels to etcd endpoints with failover; used by every API mixin."""
+
+    def __init__(
+        self,
+        endpoints: str | Sequence[str],
+        *,
+        timeout: float | None,
+        tls: TLSConfig | None,
+        user: str | None,
+        password: str | None,
+        retries: int,
+        settings: ChannelSettings,
+    ) -> None:
+        self.endpoints, wants_tls = parse_endpoints(endpoints)
+        if (user is None) != (password is None):
+            raise errors.InvalidRequest("give both user and password, or neither")
+        if timeout is not None and timeout <= 0:
+            raise errors.InvalidRequest(f"timeout must be > 0 or None, got {timeout!r}")
+        if retries < 0:
+            raise errors.InvalidRequest(f"retries must be >= 0, got {retries!r}")
+        if tls is None and wants_tls:
+            tls = TLSConfig()
+        self.timeout = timeout
+        self.retries = retries
+        self._credentials = tls.credentials() if tls is not None else None
+        self._options = settings.options(tls.server_name if tls else None)
+        self._user = user
+        self._password = password
+        self._token: str | None = None
+        self._metadata: tuple[tuple[str, str], ...] | None = None
+        self._index = 0
+        self._channels: dict[str, Any] = {}
+        self._callables: dict[tuple[str, str], Any] = {}
+        self._auth_lock = Lock()
+        self._closed = False
+        self._pid = os.getpid()
+        self._close_hooks: list[Callable[[], Awaitable[None]]] = []
+
+    # --- state -----------------------------------------------------------------
+
+    @property
+    def endpoint(self) -> str:
+        """The endpoint requests currently go to."""
+        return self.endpoints[self._index]
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def check_usable(self) -> None:
+        """Raise when the client was closed or crossed a fork."""
+        if self._closed:
+            raise errors.ClientClosedError("the client is closed")
+        if os.getpid() != self._pid:
+            raise errors.ForkedClientError(
+                "this client was created before fork(); gRPC connections cannot be shared "
+                "with a child process: create the client in the child, after forking"
+            )
+
+    def deadline_for(self, timeout: float | None) -> float | None:
+        """The absolute monotonic deadline for a call (None: no deadline)."""
+        effective = self.timeout if timeout is None else timeout
+        if effective is not None and effective <= 0:
+            raise errors.InvalidRequest(f"timeout must be > 0, got {timeout!r}")
+        return None if effective is None else time.monotonic() + effective
+
+    def on_close(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Run ``hook`` first when the connection closes (stream managers stop there)."""
+        self._close_hooks.append(hook)
+
+    # --- channels ----------------------------------------------------------------
+
+    def channel(self) -> Any:
+        """The channel of the current endpoint, created on first use."""
+        endpoint = self.endpoint
+        channel = self._channels.get(endpoint)
+        if channel is None:
+            channel = create_channel(endpoint, self._credentials, self._options)
+            self._channels[endpoint] = channel
+        return channel
+
+    def failover(self, failed_endpoint: str) -> None:
+        """Move to the next endpoint after ``failed_endpoint`` failed.
+
+        Several callers may report the same failure; only the first one moves.
+        """
+        if self.endpoint == failed_endpoint and len(self.endpoints) > 1:
+            self._index = (self._index + 1) % len(self.endpoints)
+
+    def _callable(self, method: Method) -> Any:
+        key = (self.endpoint, method.path)
+        fn = self._callables.get(key)
+        if fn is None:
+            fn = self.channel().unary_unary(
+                method.path,
+                request_serializer=method.serializer,
+                response_deserializer=method.deserializer,
+            )
+            self._callables[key] = fn
+        return fn
+
+    # --- auth ------------------------------------------------------------------------
+
+    @property
+    def metadata(self) -> tuple[tuple[str, str], ...] | None:
+        """Call metadata: the auth token once authenticated."""
+        return self._metadata
+
+    async def authenticate(self, *, stale_token: str | None = None) -> None:
+        """Fetch a token for the configured user (once, even under concurrency)."""
+        if self._user is None:
+            return
+        async with self._auth_lock:
+            if self._token is not None and self._token != stale_token:
+                return  # another caller refreshed it meanwhile
+            request = AUTHENTICATE.request(name=self._user, password=self._password)
+            deadline = self.deadline_for(None)
+            response = await self._attempt(AUTHENTICATE, request, deadline, None)
+            self._token = response.token
+            self._metadata = (("token", response.token),)
+
+    # --- calls -------------------------------------------------------------------------
+
+    async def unary(
+        self,
+        method: Method,
+        request: Any,
+        *,
+        timeout: float | None = None,
+        idempotent: bool,
+    ) -> Any:
+        """Send one request and return the response message.
+
+        ``timeout`` overrides the client's default deadline for this call (the
+        deadline covers every retry).  ``idempotent`` allows retries after
+        failures whose outcome is unknown.
+        """
+        self.check_usable()
+        deadline = self.deadline_for(timeout)
+        if self._user is not None and self._token is None:
+            await self.authenticate()
+        endpoint = self.endpoint
+        try:
+            return await self._attempt(method, request, deadline, self._metadata)
+        except grpc.RpcError as exc:
+            if not self._should_retry(exc, idempotent):
+                raise self._translate(exc, endpoint) from None
+            self._recover_from(exc, endpoint)
+            first_error: BaseException = exc
+        return await self._retry(method, request, deadline, idempotent, first_error, endpoint)
+
+    async def _attempt(
+        self,
+        method: Method,
+        request: Any,
+        deadline: float | None,
+        metadata: tuple[tuple[str, str], ...] | None,
+    ) -> Any:
+        remaining = None if deadline is None else max(deadline - time.monotonic(), 0.001)
+        return await self._callable(method)(request, timeout=remaining, metadata=metadata)
+
+    def _should_retry(self, exc: BaseException, idempotent: bool) -> bool:
+        if self.retries == 0 or self._closed:
+            return False
+        if self._user is not None and _status.is_auth_token_error(exc):
+            return True
+        return _status.safe_to_retry(exc, idempotent=idempotent)
+
+    def _recover_from(self, exc: BaseException, endpoint: str) -> None:
+        code, _ = _status.status_of(exc)
+        if code is grpc.StatusCode.UNAVAILABLE:
+            self.failover(endpoint)
+
+    async def _retry(
+        self,
+        method: Method,
+        request: Any,
+        deadline: float | None,
+        idempotent: bool,
+        first_error: BaseException,
+        first_endpoint: str,
+    ) -> Any:
+        tried = [first_endpoint]
+        last_error = first_error
+        budget = None if deadline is None else max(deadline - time.monotonic(), 0.0)
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.retries)
+            | stop_after_delay(budget if budget is not None else float("inf")),
+            wait=wait_random_exponential(multiplier=_RETRY_BACKOFF_START, max=_RETRY_BACKOFF_MAX),
+            retry=retry_if_exception(lambda e: self._should_retry(e, idempotent)),
+            reraise=True,
+        )
+        try:
+            async for attempt in retrying:
+                with attempt:
+                    self.check_usable()
+                    if _status.is_auth_token_error(last_error):
+                        await self.authenticate(stale_token=self._token)
+                    endpoint = self.endpoint
+                    if endpoint not in tried:
+                        tried.append(endpoint)
+                    try:
+                        return await self._attempt(method, request, deadline, self._metadata)
+                    except grpc.RpcError as exc:
+                        last_error = exc
+                        self._recover_from(exc, endpoint)
+                        raise
+        except grpc.RpcError as exc:
+            error = self._translate(exc, self.endpoint)
+            if isinstance(error, errors.ConnectionFailedError):
+                raise errors.ConnectionFailedError(
+                    f"could not connect to any endpoint (tried {', '.join(tried)}): "
+                    f"{error.details}",
+                    endpoints=tried,
+                    code=error.code,
+                    details=error.details,
+                ) from None
+            raise error from None
+        raise self._translate(last_error, self.endpoint)  # pragma: no cover - stop reraises
+
+    def _translate(self, exc: BaseException, endpoint: str) -> errors.EtcdError:
+        if self._closed:
+            return errors.ClientClosedError("the client was closed during the call")
+        return _status.translate(exc, endpoint=endpoint)
+
+    def translate(self, exc: BaseException) -> errors.EtcdError:
+        """Translate a gRPC failure seen on a stream of this connection."""
+        return self._translate(exc, self.endpoint)
+
+    # --- streams --------------------------------------------------------------------------
+
+    async def open_stream(
+        self, method: Method, *, extra_metadata: tuple[tuple[str, str], ...] = ()
+    ) -> BidiStream:
+        """Open a bidirectional stream on the current endpoint.
+
+        ``extra_metadata`` is sent with the stream's headers, e.g.
+        ``(("hasleader", "true"),)`` asks the member to end the stream when it
+        loses its leader.
+        """
+        self.check_usable()
+        if self._user is not None and self._token is None:
+            await self.authenticate()
+        metadata = (self._metadata or ()) + extra_metadata
+        return BidiStream(
+            self.channel(),
+            method.path,
+            method.serializer,
+            method.deserializer,
+            metadata or None,
+        )
+
+    # --- lifecycle -------------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """Stop stream managers, then close every channel.  Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        hooks, self._close_hooks = self._close_hooks, []
+        for hook in reversed(hooks):
+            await hook()
+        channels, self._channels = list(self._channels.values()), {}
+        self._callables.clear()
+        for channel in channels:
+            await close_channel(channel)

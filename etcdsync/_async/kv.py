@@ -1,0 +1,244 @@
+"""KV requests: get, put, delete, compact, txn, and paging through large ranges."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Iterable
+
+from .. import errors
+from .._methods import KV_COMPACT, KV_DELETE_RANGE, KV_PUT, KV_RANGE, KV_TXN
+from .._pb import rpc_pb2 as rpc
+from ..models import (
+    CompactResponse,
+    DeleteResponse,
+    GetResponse,
+    KeyValue,
+    OpResponse,
+    PutResponse,
+    TxnResponse,
+)
+from ..ops import (
+    Compare,
+    Op,
+    SortOrder,
+    SortTarget,
+    delete_request,
+    put_request,
+    range_request,
+    txn_request,
+)
+from .connection import AsyncConnection
+from .txn import AsyncTxn
+
+
+def _read_only(request: rpc.TxnRequest) -> bool:
+    """A txn without writes can be repeated safely."""
+    for op in (*request.success, *request.failure):
+        which = op.WhichOneof("request")
+        if which == "request_txn":
+            if not _read_only(op.request_txn):
+                return False
+        elif which != "request_range":
+            return False
+    return True
+
+
+class AsyncKV:
+    """Key-value requests; mixed into :class:`etcdsync.AsyncClient`."""
+
+    _conn: AsyncConnection
+
+    async def get(
+        self,
+        key: str | bytes,
+        *,
+        range_end: str | bytes | None = None,
+        prefix: bool = False,
+        from_key: bool = False,
+        limit: int = 0,
+        revision: int = 0,
+        sort_order: SortOrder | str | None = None,
+        sort_target: SortTarget | str | None = None,
+        serializable: bool = False,
+        keys_only: bool = False,
+        count_only: bool = False,
+        min_mod_revision: int = 0,
+        max_mod_revision: int = 0,
+        min_create_revision: int = 0,
+        max_create_revision: int = 0,
+        timeout: float | None = None,
+    ) -> GetResponse:
+        """Read a key or a range of keys; options as in :meth:`etcdsync.ops.Op.get`.
+
+        ``timeout`` overrides the client's default deadline for this call.
+        Raises :class:`~etcdsync.errors.CompactedError` or
+        :class:`~etcdsync.errors.FutureRevisionError` for an unavailable ``revision``.
+        """
+        request = range_request(
+            key,
+            range_end=range_end,
+            prefix=prefix,
+            from_key=from_key,
+            limit=limit,
+            revision=revision,
+            sort_order=sort_order,
+            sort_target=sort_target,
+            serializable=serializable,
+            keys_only=keys_only,
+            count_only=count_only,
+            min_mod_revision=min_mod_revision,
+            max_mod_revision=max_mod_revision,
+            min_create_revision=min_create_revision,
+            max_create_revision=max_create_revision,
+        )
+        response = await self._conn.unary(KV_RANGE, request, timeout=timeout, idempotent=True)
+        return GetResponse.from_pb(response)
+
+    async def put(
+        self,
+        key: str | bytes,
+        value: str | bytes = b"",
+        *,
+        lease: int = 0,
+        prev_kv: bool = False,
+        ignore_value: bool = False,
+        ignore_lease: bool = False,
+        timeout: float | None = None,
+    ) -> PutResponse:
+        """Write ``value`` at ``key``; options as in :meth:`etcdsync.ops.Op.put`.
+
+        A put is never retried after it may have reached the server: on
+        :class:`~etcdsync.errors.Unavailable` or :class:`~etcdsync.errors.Timeout`
+        its outcome is unknown.
+        """
+        request = put_request(
+            key,
+            value,
+            lease=lease,
+            prev_kv=prev_kv,
+            ignore_value=ignore_value,
+            ignore_lease=ignore_lease,
+        )
+        response = await self._conn.unary(KV_PUT, request, timeout=timeout, idempotent=False)
+        return PutResponse.from_pb(response)
+
+    async def delete(
+        self,
+        key: str | bytes,
+        *,
+        range_end: str | bytes | None = None,
+        prefix: bool = False,
+        from_key: bool = False,
+        prev_kv: bool = False,
+        timeout: float | None = None,
+    ) -> DeleteResponse:
+        """Delete a key or a range; ``deleted`` in the response counts what went."""
+        request = delete_request(
+            key, range_end=range_end, prefix=prefix, from_key=from_key, prev_kv=prev_kv
+        )
+        response = await self._conn.unary(
+            KV_DELETE_RANGE, request, timeout=timeout, idempotent=False
+        )
+        return DeleteResponse.from_pb(response)
+
+    async def compact(
+        self, revision: int, *, physical: bool = False, timeout: float | None = None
+    ) -> CompactResponse:
+        """Discard history older than ``revision``.
+
+        ``physical=True`` waits until the compaction is applied to the backend.
+        """
+        if not isinstance(revision, int) or isinstance(revision, bool) or revision <= 0:
+            raise errors.InvalidRequest(f"revision must be a positive int, got {revision!r}")
+        request = rpc.CompactionRequest(revision=revision, physical=physical)
+        response = await self._conn.unary(KV_COMPACT, request, timeout=timeout, idempotent=False)
+        return CompactResponse.from_pb(response)
+
+    async def txn(
+        self,
+        compare: Iterable[Compare] = (),
+        success: Iterable[Op] = (),
+        failure: Iterable[Op] = (),
+        *,
+        timeout: float | None = None,
+    ) -> TxnResponse:
+        """Run ``success`` if every compare holds, else ``failure``, atomically.
+
+        A txn that only reads is retried on transient failures; one that writes
+        is not (its outcome is unknown on Unavailable/Timeout).
+        """
+        return await self._txn_request(txn_request(compare, success, failure), timeout)
+
+    def transaction(self) -> AsyncTxn:
+        """Start a fluent txn: ``.If(...).Then(...).Else(...)`` then ``commit()``."""
+        return AsyncTxn(self._txn_request)
+
+    async def _txn_request(self, request: rpc.TxnRequest, timeout: float | None) -> TxnResponse:
+        response = await self._conn.unary(
+            KV_TXN, request, timeout=timeout, idempotent=_read_only(request)
+        )
+        return TxnResponse.from_pb(response)
+
+    async def do(self, op: Op, *, timeout: float | None = None) -> OpResponse:
+        """Execute one :class:`~etcdsync.ops.Op` and return its typed response."""
+        if not isinstance(op, Op):
+            raise errors.InvalidRequest(f"do() takes an Op, got {type(op).__name__}")
+        if op.kind == "get":
+            response = await self._conn.unary(
+                KV_RANGE, op.request, timeout=timeout, idempotent=True
+            )
+            return GetResponse.from_pb(response)
+        if op.kind == "put":
+            response = await self._conn.unary(KV_PUT, op.request, timeout=timeout, idempotent=False)
+            return PutResponse.from_pb(response)
+        if op.kind == "delete":
+            response = await self._conn.unary(
+                KV_DELETE_RANGE, op.request, timeout=timeout, idempotent=False
+            )
+            return DeleteResponse.from_pb(response)
+        assert isinstance(op.request, rpc.TxnRequest)
+        return await self._txn_request(op.request, timeout)
+
+    async def iterate(
+        self,
+        key: str | bytes,
+        *,
+        range_end: str | bytes | None = None,
+        prefix: bool = False,
+        from_key: bool = False,
+        page_size: int = 1000,
+        revision: int = 0,
+        keys_only: bool = False,
+        serializable: bool = False,
+        timeout: float | None = None,
+    ) -> AsyncIterator[KeyValue]:
+        """Yield every key of a range in key order, fetched ``page_size`` at a time.
+
+        All pages are read at one revision (the first page's, or ``revision``),
+        so the result is a consistent snapshot however large the range, without
+        one giant response.  ``timeout`` applies to each page.  If the pinned
+        revision is compacted while paging, :class:`~etcdsync.errors.CompactedError`
+        is raised.
+        """
+        if not isinstance(page_size, int) or page_size <= 0:
+            raise errors.InvalidRequest(f"page_size must be a positive int, got {page_size!r}")
+        first = range_request(
+            key, range_end=range_end, prefix=prefix, from_key=from_key, revision=revision
+        )
+        start, end = first.key, first.range_end
+        while True:
+            request = rpc.RangeRequest(
+                key=start,
+                range_end=end,
+                limit=page_size,
+                revision=revision,
+                keys_only=keys_only,
+                serializable=serializable,
+            )
+            response = await self._conn.unary(KV_RANGE, request, timeout=timeout, idempotent=True)
+            revision = revision or response.header.revision
+            for kv in response.kvs:
+                yield KeyValue.from_pb(kv)
+            if not response.more or not response.kvs:
+                return
+            # The smallest key after the last one seen.
+            start = response.kvs[-1].key + b"\0"

@@ -1,0 +1,235 @@
+"""One gRPC Watch stream carrying many watchers, re-established after breaks.
+
+Each watcher gets a client-chosen watch id on this stream (etcd >= 3.4 accepts
+them), so creates can be pipelined and each incarnation of a watcher - after a
+reconnect or a slow-consumer suspension - gets a fresh id: responses for an old
+id are recognised as stale and dropped.
+
+When the stream breaks (member restart, leader loss, network), the reader waits
+a jittered, growing backoff, moves to the next endpoint if the member was
+unavailable, opens a new stream and re-creates every active watcher from its
+``next_revision``.  Created responses are matched to creates in order, because
+etcd answers a stream's creates in the order it received them.
+"""
+
+from __future__ import annotations
+
+import random
+from collections import deque
+
+from .. import _status, errors
+from .._backends._async import BidiStream, Event, Lock, Task, spawn, wait_event
+from .._methods import WATCH
+from .._pb import rpc_pb2 as rpc
+from .connection import AsyncConnection
+from .watcher import AsyncWatcher
+
+_BACKOFF_START = 0.05
+_BACKOFF_MAX = 2.0
+# etcd's id for a progress notice that concerns every watcher of the stream.
+_BROADCAST_ID = -1
+
+
+class AsyncWatchStream:
+    """The shared stream of one client for one kind of context (require_leader or not)."""
+
+    def __init__(self, conn: AsyncConnection, *, require_leader: bool) -> None:
+        self._conn = conn
+        self._metadata = (("hasleader", "true"),) if require_leader else ()
+        self._lock = Lock()
+        self._by_id: dict[int, AsyncWatcher] = {}
+        self._watchers: set[AsyncWatcher] = set()
+        self._pending: deque[tuple[int, AsyncWatcher]] = deque()
+        self._next_id = 1
+        self._stream: BidiStream | None = None
+        self._reader: Task | None = None
+        self._stop = Event()
+        self._closed = False
+        self.reconnects = 0
+        """How many times the stream was re-established (for tests and metrics)."""
+
+    @property
+    def watcher_count(self) -> int:
+        return len(self._watchers)
+
+    async def _ensure_started(self) -> None:
+        if self._stream is None:
+            self._stream = await self._conn.open_stream(WATCH, extra_metadata=self._metadata)
+            self._reader = spawn(self._read_loop, name="etcdsync-watch-reader")
+
+    # --- watcher management ---------------------------------------------------------------
+
+    async def add(self, watcher: AsyncWatcher, timeout: float | None) -> None:
+        """Create ``watcher`` on the server and wait for the server to confirm it."""
+        async with self._lock:
+            self._conn.check_usable()
+            await self._ensure_started()
+            self._watchers.add(watcher)
+            await self._create(watcher)
+        if not await wait_event(watcher.created, timeout):
+            await self.remove(watcher)
+            raise errors.Timeout(f"watch on {watcher.key!r} was not confirmed within {timeout} s")
+        if watcher.create_error is not None:
+            async with self._lock:
+                self._watchers.discard(watcher)
+            raise watcher.create_error
+
+    async def _create(self, watcher: AsyncWatcher) -> None:
+        """Send a create for a new incarnation of ``watcher`` (caller holds the lock)."""
+        watch_id = self._next_id
+        self._next_id += 1
+        watcher.watch_id = watch_id
+        self._by_id[watch_id] = watcher
+        self._pending.append((watch_id, watcher))
+        await self._send(watcher.create_request(watch_id))
+
+    async def remove(self, watcher: AsyncWatcher) -> None:
+        """Cancel ``watcher`` on the server; later responses for it are dropped."""
+        async with self._lock:
+            self._watchers.discard(watcher)
+            await self._cancel_on_server(watcher)
+
+    async def _cancel_on_server(self, watcher: AsyncWatcher) -> None:
+        watch_id, watcher.watch_id = watcher.watch_id, 0
+        if self._by_id.pop(watch_id, None) is not None:
+            await self._send(
+                rpc.WatchRequest(cancel_request=rpc.WatchCancelRequest(watch_id=watch_id))
+            )
+
+    async def resume(self, watcher: AsyncWatcher) -> None:
+        """Re-create a watcher suspended for a slow consumer, from its next revision."""
+        async with self._lock:
+            if watcher.suspended and not watcher.finished and not self._closed:
+                watcher.suspended = False
+                await self._create(watcher)
+
+    async def request_progress(self) -> None:
+        """Ask the server for a progress notice on this stream (etcd >= 3.4)."""
+        async with self._lock:
+            await self._ensure_started()
+            await self._send(rpc.WatchRequest(progress_request=rpc.WatchProgressRequest()))
+
+    async def _send(self, request: rpc.WatchRequest) -> None:
+        stream = self._stream
+        if stream is None:
+            return
+        try:
+            await stream.write(request)
+        except Exception:
+            pass
+
+    # --- the reader --------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        delay = _BACKOFF_START
+        while not self._closed:
+            stream = self._stream
+            assert stream is not None
+            failure: BaseException | None = None
+            try:
+                while True:
+                    response = await stream.read()
+                    if response is None:
+                        break  # the server ended the stream: reconnect
+                    await self._dispatch(response)
+                    delay = _BACKOFF_START
+            except Exception as exc:
+                failure = exc
+            if self._closed:
+                return
+            stream.cancel()
+            await self._reconnect(failure, delay)
+            delay = min(delay * 2, _BACKOFF_MAX)
+
+    async def _reconnect(self, failure: BaseException | None, delay: float) -> None:
+        endpoint = self._conn.endpoint
+        if await wait_event(self._stop, random.uniform(delay / 2, delay)):
+            return
+        if failure is not None and _status.is_auth_token_error(failure):
+            await self._conn.authenticate(stale_token=None)
+        elif failure is None or isinstance(self._conn.translate(failure), errors.ConnectionError_):
+            self._conn.failover(endpoint)
+        async with self._lock:
+            if self._closed:
+                return
+            try:
+                self._stream = await self._conn.open_stream(WATCH, extra_metadata=self._metadata)
+            except errors.EtcdError as exc:  # closed or forked: tell every watcher
+                self._fail_all(exc)
+                return
+            self.reconnects += 1
+            self._by_id.clear()
+            self._pending.clear()
+            for watcher in list(self._watchers):
+                if watcher.active:
+                    await self._create(watcher)
+
+    async def _dispatch(self, response: rpc.WatchResponse) -> None:
+        revision = response.header.revision
+        if response.created:
+            await self._on_created(response)
+            return
+        watcher = self._by_id.get(response.watch_id)
+        if response.canceled:
+            if watcher is not None:
+                self._by_id.pop(response.watch_id, None)
+                if watcher.watch_id == response.watch_id:
+                    watcher.on_canceled(response.compact_revision, response.cancel_reason)
+            return
+        if response.events or response.fragment:
+            if watcher is not None and not watcher.on_events(
+                revision, list(response.events), response.fragment
+            ):
+                await self._suspend(watcher)
+            return
+        # No events: a progress notice, for one watcher or (id -1) for all.
+        if response.watch_id == _BROADCAST_ID:
+            for each in list(self._by_id.values()):
+                each.on_progress(revision)
+        elif watcher is not None:
+            watcher.on_progress(revision)
+
+    async def _on_created(self, response: rpc.WatchResponse) -> None:
+        if not self._pending:
+            return
+        watch_id, watcher = self._pending.popleft()
+        if watcher.watch_id != watch_id:
+            return  # cancelled or superseded meanwhile
+        if response.canceled:
+            self._by_id.pop(watch_id, None)
+            self._watchers.discard(watcher)
+            reason = response.cancel_reason or "refused by the server"
+            error = _status.translate_reason(reason)
+            if response.compact_revision > 0:
+                watcher.on_canceled(response.compact_revision, reason)
+            else:
+                watcher.fail(error)
+            return
+        watcher.on_created(response.header.revision)
+
+    async def _suspend(self, watcher: AsyncWatcher) -> None:
+        async with self._lock:
+            if watcher.active:
+                watcher.suspended = True
+                await self._cancel_on_server(watcher)
+
+    def _fail_all(self, error: errors.EtcdError) -> None:
+        for watcher in list(self._watchers):
+            watcher.fail(error)
+        self._watchers.clear()
+        self._by_id.clear()
+
+    # --- lifecycle ---------------------------------------------------------------------
+
+    async def close(self) -> None:
+        """End the stream and its reader; every watcher's next read raises ClientClosedError."""
+        if self._closed:
+            return
+        self._closed = True
+        self._stop.set()
+        if self._stream is not None:
+            self._stream.cancel()
+        if self._reader is not None:
+            self._reader.cancel()
+            await self._reader.join(5.0)
+        self._fail_all(errors.ClientClosedError("the client was closed"))

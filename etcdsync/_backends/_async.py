@@ -1,0 +1,141 @@
+"""asyncio flavour of the backend: grpc.aio channels, tasks, events, queues."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from typing import Any, Generic, TypeVar
+
+import grpc
+from grpc import aio
+
+T = TypeVar("T")
+
+Event = asyncio.Event
+Lock = asyncio.Lock
+QueueEmpty = asyncio.QueueEmpty
+Cancelled = asyncio.CancelledError
+FLAVOUR = "async"
+
+
+def create_channel(
+    target: str, credentials: grpc.ChannelCredentials | None, options: list[tuple[str, Any]]
+) -> aio.Channel:
+    """Open a grpc.aio channel (lazily connecting) to one endpoint."""
+    if credentials is None:
+        return aio.insecure_channel(target, options=options)
+    return aio.secure_channel(target, credentials, options=options)
+
+
+async def close_channel(channel: aio.Channel) -> None:
+    """Close a channel, cancelling the calls still on it."""
+    await channel.close(grace=None)
+
+
+def channel_state(channel: aio.Channel) -> grpc.ChannelConnectivity:
+    """The channel's connectivity state, without starting a connection."""
+    return channel.get_state(try_to_connect=False)
+
+
+async def sleep(seconds: float) -> None:
+    """Pause the current task."""
+    await asyncio.sleep(seconds)
+
+
+async def wait_event(event: asyncio.Event, timeout: float | None) -> bool:
+    """Wait until ``event`` is set or ``timeout`` passes; True if it was set."""
+    if event.is_set():
+        return True
+    try:
+        await asyncio.wait_for(event.wait(), timeout)
+    except asyncio.TimeoutError:
+        return event.is_set()
+    return True
+
+
+class Queue(Generic[T]):
+    """An unbounded FIFO between the stream reader and one consumer."""
+
+    def __init__(self) -> None:
+        self._q: asyncio.Queue[T] = asyncio.Queue()
+
+    def put(self, item: T) -> None:
+        self._q.put_nowait(item)
+
+    async def get(self, timeout: float | None = None) -> T:
+        """Next item; raises ``TimeoutError`` when ``timeout`` passes first."""
+        if timeout is None:
+            return await self._q.get()
+        try:
+            return await asyncio.wait_for(self._q.get(), timeout)
+        except asyncio.TimeoutError:
+            raise TimeoutError from None
+
+    def get_nowait(self) -> T:
+        return self._q.get_nowait()
+
+    def qsize(self) -> int:
+        return self._q.qsize()
+
+
+class Task:
+    """A background task started by :func:`spawn`."""
+
+    def __init__(self, task: asyncio.Task[None]) -> None:
+        self._task = task
+
+    def cancel(self) -> None:
+        """Ask the task to stop (it is cancelled at its next await)."""
+        self._task.cancel()
+
+    def done(self) -> bool:
+        return self._task.done()
+
+    async def join(self, timeout: float | None = None) -> bool:
+        """Wait for the task to end; True if it ended within ``timeout``."""
+        if self._task.done():
+            return True
+        done, _ = await asyncio.wait({self._task}, timeout=timeout)
+        return bool(done)
+
+
+def spawn(fn: Callable[..., Awaitable[None]], *args: Any, name: str) -> Task:
+    """Run ``fn(*args)`` as a background task of the running loop."""
+    return Task(asyncio.get_running_loop().create_task(_guarded(fn, *args), name=name))
+
+
+async def _guarded(fn: Callable[..., Awaitable[None]], *args: Any) -> None:
+    # Cancellation is how a task is told to stop: not an error worth logging.
+    with contextlib.suppress(asyncio.CancelledError):
+        await fn(*args)
+
+
+class BidiStream:
+    """A bidirectional gRPC stream: ``write`` requests, ``read`` responses."""
+
+    def __init__(
+        self,
+        channel: aio.Channel,
+        method: str,
+        serializer: Callable[[Any], bytes],
+        deserializer: Callable[[bytes], Any],
+        metadata: tuple[tuple[str, str], ...] | None,
+    ) -> None:
+        self._call = channel.stream_stream(
+            method, request_serializer=serializer, response_deserializer=deserializer
+        )(metadata=metadata)
+
+    async def write(self, message: Any) -> None:
+        await self._call.write(message)
+
+    async def read(self) -> Any | None:
+        """Next response, or None when the server closed the stream cleanly."""
+        message = await self._call.read()
+        if message is aio.EOF:
+            return None
+        return message
+
+    def cancel(self) -> None:
+        """Abort the stream; a pending ``read`` fails with a CANCELLED error."""
+        self._call.cancel()

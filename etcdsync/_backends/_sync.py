@@ -1,0 +1,147 @@
+"""Threaded flavour of the backend: grpc channels, threads, events, queues."""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable, Iterator
+from typing import Any, Generic, TypeVar
+
+import grpc
+
+T = TypeVar("T")
+
+Event = threading.Event
+Lock = threading.Lock
+QueueEmpty = queue.Empty
+FLAVOUR = "sync"
+
+
+class Cancelled(BaseException):
+    """Never raised: threads stop by flags and cancelled streams, not by injection."""
+
+
+def create_channel(
+    target: str, credentials: grpc.ChannelCredentials | None, options: list[tuple[str, Any]]
+) -> grpc.Channel:
+    """Open a grpc channel (lazily connecting) to one endpoint."""
+    if credentials is None:
+        return grpc.insecure_channel(target, options=options)
+    return grpc.secure_channel(target, credentials, options=options)
+
+
+def close_channel(channel: grpc.Channel) -> None:
+    """Close a channel, cancelling the calls still on it."""
+    channel.close()
+
+
+def channel_state(channel: grpc.Channel) -> grpc.ChannelConnectivity:
+    """The channel's connectivity state, without starting a connection."""
+    # The sync API has no public getter; this is the one grpc.aio wraps.
+    value = channel._channel.check_connectivity_state(False)
+    for state in grpc.ChannelConnectivity:
+        if state.value[0] == value:
+            return state
+    return grpc.ChannelConnectivity.IDLE
+
+
+def sleep(seconds: float) -> None:
+    """Pause the current thread."""
+    time.sleep(seconds)
+
+
+def wait_event(event: threading.Event, timeout: float | None) -> bool:
+    """Wait until ``event`` is set or ``timeout`` passes; True if it was set."""
+    return event.wait(timeout)
+
+
+class Queue(Generic[T]):
+    """An unbounded FIFO between the stream reader thread and one consumer."""
+
+    def __init__(self) -> None:
+        self._q: queue.SimpleQueue[T] = queue.SimpleQueue()
+
+    def put(self, item: T) -> None:
+        self._q.put(item)
+
+    def get(self, timeout: float | None = None) -> T:
+        """Next item; raises ``TimeoutError`` when ``timeout`` passes first."""
+        try:
+            return self._q.get(timeout=timeout)
+        except queue.Empty:
+            raise TimeoutError from None
+
+    def get_nowait(self) -> T:
+        return self._q.get_nowait()
+
+    def qsize(self) -> int:
+        return self._q.qsize()
+
+
+class Task:
+    """A background thread started by :func:`spawn`."""
+
+    def __init__(self, thread: threading.Thread) -> None:
+        self._thread = thread
+
+    def cancel(self) -> None:
+        """Threads cannot be interrupted: owners stop them by closing their stream."""
+
+    def done(self) -> bool:
+        return not self._thread.is_alive()
+
+    def join(self, timeout: float | None = None) -> bool:
+        """Wait for the thread to end; True if it ended within ``timeout``."""
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+        return not self._thread.is_alive()
+
+
+def spawn(fn: Callable[..., None], *args: Any, name: str) -> Task:
+    """Run ``fn(*args)`` in a daemon thread (it must end when its owner closes)."""
+    thread = threading.Thread(target=fn, args=args, name=name, daemon=True)
+    thread.start()
+    return Task(thread)
+
+
+_END = object()
+
+
+class BidiStream:
+    """A bidirectional gRPC stream over sync grpc: requests are fed from a queue."""
+
+    def __init__(
+        self,
+        channel: grpc.Channel,
+        method: str,
+        serializer: Callable[[Any], bytes],
+        deserializer: Callable[[bytes], Any],
+        metadata: tuple[tuple[str, str], ...] | None,
+    ) -> None:
+        self._outbox: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._call = channel.stream_stream(
+            method, request_serializer=serializer, response_deserializer=deserializer
+        )(self._requests(), metadata=metadata)
+
+    def _requests(self) -> Iterator[Any]:
+        while True:
+            item = self._outbox.get()
+            if item is _END:
+                return
+            yield item
+
+    def write(self, message: Any) -> None:
+        self._outbox.put(message)
+
+    def read(self) -> Any | None:
+        """Next response, or None when the server closed the stream cleanly."""
+        try:
+            return next(self._call)
+        except StopIteration:
+            return None
+
+    def cancel(self) -> None:
+        """Abort the stream; a pending ``read`` fails with a CANCELLED error."""
+        self._outbox.put(_END)
+        self._call.cancel()

@@ -1,0 +1,124 @@
+"""Connection settings shared by both flavours: endpoints, TLS, channel options."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import grpc
+
+from .errors import InvalidRequest
+
+DEFAULT_ENDPOINT = "127.0.0.1:2379"
+
+
+@dataclass(frozen=True)
+class TLSConfig:
+    """TLS for the client connection.
+
+    ``ca_file`` verifies the server (system roots when omitted); ``cert_file`` and
+    ``key_file`` together present a client certificate (mutual TLS);
+    ``server_name`` overrides the name checked against the server certificate
+    (useful when dialling by IP address).  PEM bytes may be given instead of
+    paths through the ``*_pem`` fields.
+    """
+
+    ca_file: str | Path | None = None
+    cert_file: str | Path | None = None
+    key_file: str | Path | None = None
+    server_name: str | None = None
+    ca_pem: bytes | None = None
+    cert_pem: bytes | None = None
+    key_pem: bytes | None = None
+
+    def credentials(self) -> grpc.ChannelCredentials:
+        """Build the gRPC channel credentials, reading the files now."""
+        ca = self.ca_pem or _read(self.ca_file)
+        cert = self.cert_pem or _read(self.cert_file)
+        key = self.key_pem or _read(self.key_file)
+        if (cert is None) != (key is None):
+            raise InvalidRequest("mutual TLS needs both cert_file and key_file")
+        return grpc.ssl_channel_credentials(
+            root_certificates=ca, private_key=key, certificate_chain=cert
+        )
+
+
+def _read(path: str | Path | None) -> bytes | None:
+    if path is None:
+        return None
+    try:
+        return Path(path).read_bytes()
+    except OSError as exc:
+        raise InvalidRequest(f"cannot read TLS file {path}: {exc.strerror}") from None
+
+
+def parse_endpoints(endpoints: str | Sequence[str]) -> tuple[list[str], bool]:
+    """Normalise endpoints to ``host:port``; also say whether any asked for https.
+
+    Accepts ``"host:port"``, ``"http://host:port"``, ``"https://host:port"`` and a
+    comma-separated string of those.
+    """
+    items = endpoints.split(",") if isinstance(endpoints, str) else list(endpoints)
+    out: list[str] = []
+    wants_tls = False
+    for item in items:
+        if not isinstance(item, str):
+            raise InvalidRequest(f"endpoint must be a str, got {type(item).__name__}")
+        text = item.strip()
+        if text.startswith("https://"):
+            wants_tls = True
+            text = text[len("https://") :]
+        elif text.startswith("http://"):
+            text = text[len("http://") :]
+        text = text.rstrip("/")
+        host, sep, port = text.rpartition(":")
+        if not sep or not host or not port.isdigit():
+            raise InvalidRequest(f"endpoint {item!r} is not host:port")
+        out.append(text)
+    if not out:
+        raise InvalidRequest("at least one endpoint is required")
+    return out, wants_tls
+
+
+@dataclass(frozen=True)
+class ChannelSettings:
+    """gRPC channel tuning; defaults suit etcd."""
+
+    keepalive_time: float | None = 30.0
+    """Seconds between HTTP/2 pings on an idle connection (None: no pings).
+
+    etcd refuses pings more often than its ``--grpc-keepalive-min-time`` (5 s
+    by default), so keep this at 5 s or more."""
+    keepalive_timeout: float = 10.0
+    """Seconds to wait for a ping's answer before the connection is declared dead."""
+    max_send_bytes: int = 2 * 1024 * 1024 + 512
+    """Largest request gRPC will send (etcd's default ``--max-request-bytes`` is 1.5 MiB)."""
+    max_receive_bytes: int = 2**31 - 1
+    """Largest response accepted (large ranges; prefer paging with ``iterate``)."""
+    extra: tuple[tuple[str, Any], ...] = field(default_factory=tuple)
+    """Raw gRPC channel options appended last."""
+
+    def options(self, server_name: str | None) -> list[tuple[str, Any]]:
+        opts: list[tuple[str, Any]] = [
+            ("grpc.max_send_message_length", self.max_send_bytes),
+            ("grpc.max_receive_message_length", self.max_receive_bytes),
+            # One connection per endpoint: streams and unary calls share it.
+            ("grpc.use_local_subchannel_pool", 1),
+            # Reconnect quickly after a member restart instead of gRPC's slow default.
+            ("grpc.initial_reconnect_backoff_ms", 100),
+            ("grpc.min_reconnect_backoff_ms", 100),
+            ("grpc.max_reconnect_backoff_ms", 2000),
+        ]
+        if self.keepalive_time is not None:
+            opts += [
+                ("grpc.keepalive_time_ms", int(self.keepalive_time * 1000)),
+                ("grpc.keepalive_timeout_ms", int(self.keepalive_timeout * 1000)),
+                ("grpc.keepalive_permit_without_calls", 1),
+                ("grpc.http2.max_pings_without_data", 0),
+            ]
+        if server_name:
+            opts.append(("grpc.ssl_target_name_override", server_name))
+        opts.extend(self.extra)
+        return opts

@@ -1,0 +1,176 @@
+"""Translation of gRPC failures into :mod:`etcdsync.errors`.
+
+This module and the connection/stream modules are the only places that know
+gRPC status codes.  etcd reports most errors as a status code plus a fixed
+message (``"etcdserver: ..."``), so the message decides the precise type and the
+code decides the fallback.
+
+It also classifies failures for the retry policy: a failure is *safe to retry*
+for a mutation only when the request certainly never reached a server, or the
+server certainly rejected it before applying it.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import grpc
+
+from . import errors
+
+# etcd's fixed error messages (server/etcdserver/api/v3rpc/rpctypes) -> our types.
+_BY_MESSAGE: dict[str, type[errors.EtcdError]] = {
+    "etcdserver: key is not provided": errors.KeyEmptyError,
+    "etcdserver: value is provided": errors.InvalidRequest,
+    "etcdserver: lease is provided": errors.InvalidRequest,
+    "etcdserver: invalid sort option": errors.InvalidRequest,
+    "etcdserver: too many operations in txn request": errors.TooManyOpsError,
+    "etcdserver: duplicate key given in txn request": errors.DuplicateKeyError,
+    "etcdserver: mvcc: required revision has been compacted": errors.CompactedError,
+    "etcdserver: mvcc: required revision is a future revision": errors.FutureRevisionError,
+    "etcdserver: mvcc: database space exceeded": errors.ResourceExhaustedError,
+    "etcdserver: requested lease not found": errors.LeaseNotFoundError,
+    "etcdserver: too large lease TTL": errors.LeaseTTLTooLargeError,
+    "etcdserver: request is too large": errors.RequestTooLargeError,
+    "etcdserver: too many requests": errors.ResourceExhaustedError,
+    "etcdserver: authentication failed, invalid user ID or password": errors.AuthFailedError,
+    "etcdserver: permission denied": errors.PermissionDeniedError,
+    "etcdserver: authentication is not enabled": errors.AuthNotEnabledError,
+    "etcdserver: invalid auth token": errors.InvalidAuthTokenError,
+    "etcdserver: user name is empty": errors.AuthFailedError,
+    "etcdserver: user name not found": errors.AuthFailedError,
+    "etcdserver: no leader": errors.NoLeaderError,
+    "etcdserver: not leader": errors.NotLeaderError,
+    "etcdserver: leader changed": errors.Unavailable,
+    "etcdserver: server stopped": errors.Unavailable,
+    "etcdserver: request timed out": errors.Unavailable,
+    "etcdserver: request timed out, possibly due to previous leader failure": errors.Unavailable,
+    "etcdserver: request timed out, possibly due to connection lost": errors.Unavailable,
+    "etcdserver: unhealthy cluster": errors.Unavailable,
+    "etcdserver: rpc not supported for learner": errors.Unavailable,
+    "etcdserver: not capable": errors.UnsupportedError,
+}
+
+_BY_CODE: dict[grpc.StatusCode, type[errors.EtcdError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: errors.InvalidRequest,
+    grpc.StatusCode.OUT_OF_RANGE: errors.ClientError,
+    grpc.StatusCode.NOT_FOUND: errors.ClientError,
+    grpc.StatusCode.ALREADY_EXISTS: errors.ClientError,
+    grpc.StatusCode.FAILED_PRECONDITION: errors.ClientError,
+    grpc.StatusCode.PERMISSION_DENIED: errors.PermissionDeniedError,
+    grpc.StatusCode.UNAUTHENTICATED: errors.AuthError,
+    grpc.StatusCode.UNAVAILABLE: errors.Unavailable,
+    grpc.StatusCode.DEADLINE_EXCEEDED: errors.Timeout,
+    grpc.StatusCode.RESOURCE_EXHAUSTED: errors.ResourceExhaustedError,
+    grpc.StatusCode.UNIMPLEMENTED: errors.UnsupportedError,
+    grpc.StatusCode.CANCELLED: errors.Unavailable,
+}
+
+# gRPC's own wording when no transport could be established: nothing was sent.
+_NEVER_SENT_MARKERS = (
+    "failed to connect to all addresses",
+    "no address available",
+    "DNS resolution failed",
+    "Connection refused",
+    "connections to all backends failing",
+)
+
+# Server answers that reject a request before it is proposed to raft.
+_REJECTED_BEFORE_APPLY = {
+    "etcdserver: too many requests",
+    "etcdserver: invalid auth token",
+    "etcdserver: revision of auth store is old",
+}
+
+_MESSAGE_TOO_LARGE_MARKERS = ("larger than max", "message too large", "Sent message larger")
+
+
+def status_of(exc: BaseException) -> tuple[grpc.StatusCode | None, str]:
+    """Return (code, details) of a gRPC failure, or (None, str(exc))."""
+    code_fn: Any = getattr(exc, "code", None)
+    details_fn: Any = getattr(exc, "details", None)
+    if callable(code_fn) and callable(details_fn):
+        try:
+            return code_fn(), details_fn() or ""
+        except Exception:  # a half-built call object; fall back to its text
+            pass
+    return None, str(exc)
+
+
+def is_rpc_error(exc: BaseException) -> bool:
+    """True for the exceptions grpc and grpc.aio raise for a failed call."""
+    return isinstance(exc, grpc.RpcError)
+
+
+def never_sent(exc: BaseException) -> bool:
+    """True when the request certainly never reached a server."""
+    code, details = status_of(exc)
+    return code is grpc.StatusCode.UNAVAILABLE and any(m in details for m in _NEVER_SENT_MARKERS)
+
+
+def safe_to_retry(exc: BaseException, *, idempotent: bool) -> bool:
+    """Decide whether repeating the request cannot cause a second effect.
+
+    Reads (``idempotent=True``) are repeated on any transient failure.  Writes are
+    repeated only when nothing reached the server, or the server rejected the
+    request before proposing it; a write that timed out or lost its connection
+    mid-flight has an unknown outcome and is surfaced to the caller instead.
+    """
+    code, details = status_of(exc)
+    if never_sent(exc) or details in _REJECTED_BEFORE_APPLY:
+        return True
+    if not idempotent:
+        return False
+    if code is grpc.StatusCode.UNAVAILABLE:
+        return True
+    return details in {
+        "etcdserver: leader changed",
+        "etcdserver: no leader",
+        "etcdserver: request timed out",
+        "etcdserver: request timed out, possibly due to previous leader failure",
+        "etcdserver: request timed out, possibly due to connection lost",
+        "etcdserver: server stopped",
+        "etcdserver: rpc not supported for learner",
+    }
+
+
+def is_auth_token_error(exc: BaseException) -> bool:
+    """True when the server refused our token (expired or from an old auth revision)."""
+    _, details = status_of(exc)
+    return details in (
+        "etcdserver: invalid auth token",
+        "etcdserver: revision of auth store is old",
+    )
+
+
+def translate_reason(reason: str) -> errors.EtcdError:
+    """Build the error for a server message that arrived without a status (a watch's
+    cancel reason, for instance)."""
+    cls = _BY_MESSAGE.get(reason, errors.EtcdError)
+    return cls(reason, details=reason)
+
+
+def translate(exc: BaseException, *, endpoint: str | None = None) -> errors.EtcdError:
+    """Build the etcdsync error that describes a gRPC failure."""
+    code, details = status_of(exc)
+    code_name = code.name if code is not None else None
+    kw: dict[str, Any] = {"code": code_name, "details": details, "endpoint": endpoint}
+    where = f" ({endpoint})" if endpoint else ""
+    if code is grpc.StatusCode.RESOURCE_EXHAUSTED and any(
+        m in details for m in _MESSAGE_TOO_LARGE_MARKERS
+    ):
+        return errors.RequestTooLargeError(f"request too large for gRPC: {details}{where}", **kw)
+    cls = _BY_MESSAGE.get(details)
+    if cls is None and code is not None:
+        cls = _BY_CODE.get(code)
+    if cls is None:
+        cls = errors.InternalServerError
+    if code is grpc.StatusCode.DEADLINE_EXCEEDED:
+        message = f"deadline exceeded{where}: {details}"
+    elif never_sent(exc):
+        cls = errors.ConnectionFailedError
+        message = f"could not connect{where}: {details}"
+        kw["endpoints"] = (endpoint,) if endpoint else ()
+    else:
+        message = f"{details or code_name}{where}"
+    return cls(message, **kw)

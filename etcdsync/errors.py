@@ -1,0 +1,243 @@
+"""The exceptions etcdsync raises.
+
+Every failure reaches the user as a subclass of :class:`EtcdError`; gRPC status
+objects never leak.  The hierarchy groups errors by what a caller can do about
+them:
+
+* :class:`ClientError` - the request was wrong; repeating it will not help
+  (:class:`InvalidRequest`, :class:`KeyEmptyError`, :class:`RequestTooLargeError`,
+  :class:`CompactedError`, :class:`FutureRevisionError`, ...).
+* :class:`ConnectionError_` - the server could not be reached or answered that it
+  cannot serve now (:class:`ConnectionFailedError`, :class:`Unavailable`,
+  :class:`NoLeaderError`); a later retry may succeed.
+* :class:`Timeout` - the deadline passed; for a write, its outcome is unknown.
+* :class:`AuthError` - authentication or authorisation was refused.
+* :class:`ClientClosedError` - the client was used after ``close()``.
+
+Errors are plain exceptions carrying the facts a caller needs as attributes
+(``compact_revision``, ``endpoints``, ``key``, ``lease_id``...).  Where a Python
+built-in exception has the same meaning, the error also derives from it
+(``Timeout`` is a ``TimeoutError``; ``InvalidRequest`` is a ``ValueError``) so
+generic handlers keep working.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+__all__ = [
+    "AuthError",
+    "AuthFailedError",
+    "AuthNotEnabledError",
+    "ClientClosedError",
+    "ClientError",
+    "CompactedError",
+    "ConnectionError_",
+    "ConnectionFailedError",
+    "DuplicateKeyError",
+    "EtcdError",
+    "ForkedClientError",
+    "FutureRevisionError",
+    "InternalServerError",
+    "InvalidAuthTokenError",
+    "InvalidRequest",
+    "KeyEmptyError",
+    "LeaseExpiredError",
+    "LeaseNotFoundError",
+    "LeaseTTLTooLargeError",
+    "NoLeaderError",
+    "NotLeaderError",
+    "PermissionDeniedError",
+    "RequestTooLargeError",
+    "ResourceExhaustedError",
+    "Timeout",
+    "TooManyOpsError",
+    "Unavailable",
+    "UnsupportedError",
+]
+
+
+class EtcdError(Exception):
+    """Base class of every error raised by etcdsync.
+
+    ``code`` is the gRPC status name (``"UNAVAILABLE"``...) when the error came
+    from the server or the transport, else ``None``; ``details`` is the server's
+    own message when there was one.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        code: str | None = None,
+        details: str | None = None,
+        endpoint: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.code = code
+        self.details = details
+        self.endpoint = endpoint
+
+
+# --- the client was misused ------------------------------------------------
+
+
+class ClientClosedError(EtcdError):
+    """The client (or the stream, session, watcher...) was used after close()."""
+
+
+class ForkedClientError(EtcdError):
+    """A client created before ``fork()`` was used in the child process.
+
+    gRPC channels cannot cross a fork; create the client after forking (for
+    example in a gunicorn ``post_fork`` hook or at the start of a worker).
+    """
+
+
+class UnsupportedError(EtcdError):
+    """The server does not implement this request (e.g. an older etcd)."""
+
+
+# --- the request was wrong --------------------------------------------------
+
+
+class ClientError(EtcdError):
+    """The request itself cannot succeed as written; repeating it will not help."""
+
+
+class InvalidRequest(ClientError, ValueError):
+    """An argument is malformed (wrong type, bad option combination...)."""
+
+
+class KeyEmptyError(InvalidRequest):
+    """A key was required but empty."""
+
+
+class RequestTooLargeError(ClientError):
+    """The request exceeds the server's ``--max-request-bytes`` or gRPC's message limit.
+
+    ``limit`` is the limit that applied when known, ``size`` the request size when
+    known.  Nothing was written.
+    """
+
+    def __init__(
+        self, message: str, *, size: int | None = None, limit: int | None = None, **kw: str | None
+    ) -> None:
+        super().__init__(message, **kw)
+        self.size = size
+        self.limit = limit
+
+
+class TooManyOpsError(ClientError):
+    """A txn holds more operations than the server's ``--max-txn-ops``."""
+
+
+class DuplicateKeyError(ClientError):
+    """A txn writes the same key twice in one branch."""
+
+
+class CompactedError(ClientError):
+    """The requested revision has been compacted away.
+
+    ``compact_revision`` is the oldest revision still available when the server
+    reported it (watches always do; plain reads do not, and then it is ``None``).
+    """
+
+    def __init__(
+        self, message: str, *, compact_revision: int | None = None, **kw: str | None
+    ) -> None:
+        super().__init__(message, **kw)
+        self.compact_revision = compact_revision
+
+
+class FutureRevisionError(ClientError):
+    """The requested revision is newer than the store's current revision."""
+
+
+class LeaseNotFoundError(ClientError):
+    """The lease does not exist (never granted, revoked or expired)."""
+
+    def __init__(self, message: str, *, lease_id: int | None = None, **kw: str | None) -> None:
+        super().__init__(message, **kw)
+        self.lease_id = lease_id
+
+
+class LeaseExpiredError(LeaseNotFoundError):
+    """A lease a listener or recipe relied on is gone (expired, revoked or halted)."""
+
+
+class LeaseTTLTooLargeError(ClientError):
+    """The requested lease TTL exceeds the server's maximum."""
+
+
+# --- the server could not serve the request ---------------------------------
+
+
+class ConnectionError_(EtcdError):
+    """The server could not be reached or could not serve now; retrying may work."""
+
+
+class ConnectionFailedError(ConnectionError_):
+    """No endpoint could be connected to.
+
+    ``endpoints`` lists every endpoint that was tried, in order.
+    """
+
+    def __init__(self, message: str, *, endpoints: Sequence[str] = (), **kw: str | None) -> None:
+        super().__init__(message, **kw)
+        self.endpoints = tuple(endpoints)
+
+
+class Unavailable(ConnectionError_):
+    """The server or the connection failed while the request was in flight.
+
+    For a write this means the outcome is unknown: it may or may not have been
+    applied.
+    """
+
+
+class NoLeaderError(Unavailable):
+    """The member has no leader (lost quorum or partitioned)."""
+
+
+class NotLeaderError(Unavailable):
+    """The request must go to the leader and this member is not it."""
+
+
+class ResourceExhaustedError(ConnectionError_):
+    """The server is overloaded or out of space (too many requests, NOSPACE alarm)."""
+
+
+class InternalServerError(EtcdError):
+    """The server failed in a way not covered by a more specific error."""
+
+
+class Timeout(EtcdError, TimeoutError):
+    """The call's deadline passed before the server answered.
+
+    For a write the outcome is unknown: it may have been applied.
+    """
+
+
+# --- authentication ---------------------------------------------------------
+
+
+class AuthError(EtcdError):
+    """Authentication or authorisation was refused."""
+
+
+class AuthFailedError(AuthError):
+    """The user name or password is wrong."""
+
+
+class InvalidAuthTokenError(AuthError):
+    """The auth token is invalid or expired (the client re-authenticates once)."""
+
+
+class PermissionDeniedError(AuthError):
+    """The authenticated user lacks permission for this key or operation."""
+
+
+class AuthNotEnabledError(AuthError):
+    """Authentication was requested but the server has auth disabled."""

@@ -1,0 +1,470 @@
+"""Request builders: :class:`Op` (get/put/delete/txn) and :class:`Compare`.
+
+Pure and IO-free, shared by the sync and async clients.  An ``Op`` is what
+``client.do(op)`` executes and what a txn's branches hold; ``Compare`` is a txn
+guard.  Every option the etcd v3 API offers is a keyword argument here; invalid
+combinations raise :class:`etcdsync.errors.InvalidRequest` at build time, before
+anything is sent.
+
+>>> from etcdsync.ops import Op, Compare
+>>> guard = Compare.version("config/a") == 0          # "key does not exist"
+>>> op = Op.put("config/a", b"1", prev_kv=True)
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+from ._keys import key_range, to_bytes, to_key
+from ._pb import rpc_pb2 as rpc
+from .errors import InvalidRequest
+
+__all__ = ["Compare", "CompareResult", "CompareTarget", "Op", "SortOrder", "SortTarget"]
+
+
+class SortOrder(enum.IntEnum):
+    """Order of a ranged get's results (``NONE`` keeps etcd's key order)."""
+
+    NONE = 0
+    ASCEND = 1
+    DESCEND = 2
+
+
+class SortTarget(enum.IntEnum):
+    """Field a ranged get sorts by."""
+
+    KEY = 0
+    VERSION = 1
+    CREATE = 2
+    MOD = 3
+    VALUE = 4
+
+
+def _check_revision(name: str, value: int) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise InvalidRequest(f"{name} must be a non-negative int, got {value!r}")
+    return value
+
+
+def _parse_sort(
+    sort_order: SortOrder | str | None, sort_target: SortTarget | str | None
+) -> tuple[int, int]:
+    try:
+        order = SortOrder[sort_order.upper()] if isinstance(sort_order, str) else sort_order
+        target = SortTarget[sort_target.upper()] if isinstance(sort_target, str) else sort_target
+    except KeyError as exc:
+        raise InvalidRequest(f"unknown sort option {exc.args[0]!r}") from None
+    if target is not None and order is None:
+        # etcd ignores a target without an order; ascending is what callers mean.
+        order = SortOrder.ASCEND
+    return int(order or SortOrder.NONE), int(target or SortTarget.KEY)
+
+
+def range_request(
+    key: object,
+    *,
+    range_end: object | None = None,
+    prefix: bool = False,
+    from_key: bool = False,
+    limit: int = 0,
+    revision: int = 0,
+    sort_order: SortOrder | str | None = None,
+    sort_target: SortTarget | str | None = None,
+    serializable: bool = False,
+    keys_only: bool = False,
+    count_only: bool = False,
+    min_mod_revision: int = 0,
+    max_mod_revision: int = 0,
+    min_create_revision: int = 0,
+    max_create_revision: int = 0,
+) -> rpc.RangeRequest:
+    """Build a RangeRequest; see :meth:`Op.get` for the options."""
+    raw_key, raw_end = key_range(key, range_end=range_end, prefix=prefix, from_key=from_key)
+    order, target = _parse_sort(sort_order, sort_target)
+    return rpc.RangeRequest(
+        key=raw_key,
+        range_end=raw_end,
+        limit=_check_revision("limit", limit),
+        revision=_check_revision("revision", revision),
+        sort_order=order,  # type: ignore[arg-type]
+        sort_target=target,  # type: ignore[arg-type]
+        serializable=serializable,
+        keys_only=keys_only,
+        count_only=count_only,
+        min_mod_revision=_check_revision("min_mod_revision", min_mod_revision),
+        max_mod_revision=_check_revision("max_mod_revision", max_mod_revision),
+        min_create_revision=_check_revision("min_create_revision", min_create_revision),
+        max_create_revision=_check_revision("max_create_revision", max_create_revision),
+    )
+
+
+def put_request(
+    key: object,
+    value: object = b"",
+    *,
+    lease: int = 0,
+    prev_kv: bool = False,
+    ignore_value: bool = False,
+    ignore_lease: bool = False,
+) -> rpc.PutRequest:
+    """Build a PutRequest; see :meth:`Op.put` for the options."""
+    raw_value = to_bytes(value, "value")
+    if ignore_value and raw_value:
+        raise InvalidRequest("ignore_value=True keeps the current value: pass no value")
+    if ignore_lease and lease:
+        raise InvalidRequest("ignore_lease=True keeps the current lease: pass no lease")
+    return rpc.PutRequest(
+        key=to_key(key),
+        value=raw_value,
+        lease=_lease_id(lease),
+        prev_kv=prev_kv,
+        ignore_value=ignore_value,
+        ignore_lease=ignore_lease,
+    )
+
+
+def delete_request(
+    key: object,
+    *,
+    range_end: object | None = None,
+    prefix: bool = False,
+    from_key: bool = False,
+    prev_kv: bool = False,
+) -> rpc.DeleteRangeRequest:
+    """Build a DeleteRangeRequest; see :meth:`Op.delete` for the options."""
+    raw_key, raw_end = key_range(key, range_end=range_end, prefix=prefix, from_key=from_key)
+    return rpc.DeleteRangeRequest(key=raw_key, range_end=raw_end, prev_kv=prev_kv)
+
+
+def _lease_id(lease: object) -> int:
+    lease_id = getattr(lease, "id", lease)  # accept a Lease object or a plain id
+    if not isinstance(lease_id, int) or isinstance(lease_id, bool) or lease_id < 0:
+        raise InvalidRequest(f"lease must be a lease id (int >= 0), got {lease!r}")
+    return lease_id
+
+
+class Op:
+    """One KV operation: a get, put, delete or nested txn.
+
+    Build with :meth:`get`, :meth:`put`, :meth:`delete` or :meth:`txn`; run with
+    ``client.do(op)`` or place in a txn branch.
+    """
+
+    __slots__ = ("kind", "request")
+
+    kind: str
+    request: rpc.RangeRequest | rpc.PutRequest | rpc.DeleteRangeRequest | rpc.TxnRequest
+
+    def __init__(
+        self,
+        kind: str,
+        request: rpc.RangeRequest | rpc.PutRequest | rpc.DeleteRangeRequest | rpc.TxnRequest,
+    ) -> None:
+        self.kind = kind
+        self.request = request
+
+    def __repr__(self) -> str:
+        if isinstance(self.request, rpc.TxnRequest):
+            return "Op.txn(...)"
+        return f"Op.{self.kind}({self.request.key!r})"
+
+    @classmethod
+    def get(
+        cls,
+        key: object,
+        *,
+        range_end: object | None = None,
+        prefix: bool = False,
+        from_key: bool = False,
+        limit: int = 0,
+        revision: int = 0,
+        sort_order: SortOrder | str | None = None,
+        sort_target: SortTarget | str | None = None,
+        serializable: bool = False,
+        keys_only: bool = False,
+        count_only: bool = False,
+        min_mod_revision: int = 0,
+        max_mod_revision: int = 0,
+        min_create_revision: int = 0,
+        max_create_revision: int = 0,
+    ) -> Op:
+        """Read a key or a range.
+
+        ``range_end`` reads ``[key, range_end)``; ``prefix=True`` every key starting
+        with ``key``; ``from_key=True`` every key ``>= key``.  ``limit`` caps the
+        number of keys (0 = no cap); ``revision`` reads the store as of that
+        revision; ``serializable`` allows a possibly stale local read without a
+        quorum round; ``keys_only`` omits values; ``count_only`` returns only the
+        count; the ``min_*``/``max_*`` revisions filter on mod/create revision.
+        """
+        return cls(
+            "get",
+            range_request(
+                key,
+                range_end=range_end,
+                prefix=prefix,
+                from_key=from_key,
+                limit=limit,
+                revision=revision,
+                sort_order=sort_order,
+                sort_target=sort_target,
+                serializable=serializable,
+                keys_only=keys_only,
+                count_only=count_only,
+                min_mod_revision=min_mod_revision,
+                max_mod_revision=max_mod_revision,
+                min_create_revision=min_create_revision,
+                max_create_revision=max_create_revision,
+            ),
+        )
+
+    @classmethod
+    def put(
+        cls,
+        key: object,
+        value: object = b"",
+        *,
+        lease: int = 0,
+        prev_kv: bool = False,
+        ignore_value: bool = False,
+        ignore_lease: bool = False,
+    ) -> Op:
+        """Write ``value`` at ``key``.
+
+        ``lease`` binds the key to a lease (it is deleted when the lease ends);
+        ``prev_kv`` returns the previous key-value; ``ignore_value`` updates the
+        key keeping its value (e.g. to move it to a new lease); ``ignore_lease``
+        keeps its current lease.
+        """
+        return cls(
+            "put",
+            put_request(
+                key,
+                value,
+                lease=lease,
+                prev_kv=prev_kv,
+                ignore_value=ignore_value,
+                ignore_lease=ignore_lease,
+            ),
+        )
+
+    @classmethod
+    def delete(
+        cls,
+        key: object,
+        *,
+        range_end: object | None = None,
+        prefix: bool = False,
+        from_key: bool = False,
+        prev_kv: bool = False,
+    ) -> Op:
+        """Delete a key or a range (same range options as :meth:`get`)."""
+        return cls(
+            "delete",
+            delete_request(
+                key, range_end=range_end, prefix=prefix, from_key=from_key, prev_kv=prev_kv
+            ),
+        )
+
+    @classmethod
+    def txn(
+        cls,
+        compare: Iterable[Compare] = (),
+        success: Iterable[Op] = (),
+        failure: Iterable[Op] = (),
+    ) -> Op:
+        """A nested transaction, usable as a branch op of an outer txn."""
+        return cls("txn", txn_request(compare, success, failure))
+
+
+# --- compares ----------------------------------------------------------------
+
+
+class CompareResult(enum.IntEnum):
+    """The relation a compare asserts."""
+
+    EQUAL = 0
+    GREATER = 1
+    LESS = 2
+    NOT_EQUAL = 3
+
+
+class CompareTarget(enum.IntEnum):
+    """The field of a key a compare looks at."""
+
+    VERSION = 0
+    CREATE = 1
+    MOD = 2
+    VALUE = 3
+    LEASE = 4
+
+
+_TARGET_FIELD = {
+    CompareTarget.VERSION: "version",
+    CompareTarget.CREATE: "create_revision",
+    CompareTarget.MOD: "mod_revision",
+    CompareTarget.VALUE: "value",
+    CompareTarget.LEASE: "lease",
+}
+
+_OPERATORS = {
+    "=": CompareResult.EQUAL,
+    "==": CompareResult.EQUAL,
+    "!=": CompareResult.NOT_EQUAL,
+    "<": CompareResult.LESS,
+    ">": CompareResult.GREATER,
+}
+
+
+@dataclass(frozen=True, eq=False)
+class Compare:
+    """A txn guard: ``<target of key(s)> <relation> <operand>``.
+
+    Build one with an operator on a target::
+
+        Compare.value("k") == "v"
+        Compare.version("k") > 0
+        Compare.create_revision("lock/") < 100      # oldest waiter
+        Compare.mod_revision("a", prefix=True) < 50  # range compare: all keys under a
+        Compare.lease("k") == lease.id
+
+    or explicitly: ``Compare.of("value", "k", "!=", b"x")``.
+    A range compare (``range_end``/``prefix``/``from_key``) holds when it holds for
+    every key in the range.
+    """
+
+    target: CompareTarget
+    result: CompareResult
+    key: bytes
+    range_end: bytes
+    operand: int | bytes
+
+    def to_pb(self) -> rpc.Compare:
+        """The wire form of this compare."""
+        pb = rpc.Compare(
+            result=int(self.result),  # type: ignore[arg-type]
+            target=int(self.target),  # type: ignore[arg-type]
+            key=self.key,
+            range_end=self.range_end,
+        )
+        setattr(pb, _TARGET_FIELD[self.target], self.operand)
+        return pb
+
+    @staticmethod
+    def value(key: object, **range_opts: object) -> CompareOperand:
+        """Compare the value of ``key`` (bytes/str operand)."""
+        return CompareOperand(CompareTarget.VALUE, key, range_opts)
+
+    @staticmethod
+    def version(key: object, **range_opts: object) -> CompareOperand:
+        """Compare the version (number of writes since creation; 0 = absent)."""
+        return CompareOperand(CompareTarget.VERSION, key, range_opts)
+
+    @staticmethod
+    def create_revision(key: object, **range_opts: object) -> CompareOperand:
+        """Compare the revision at which the key was created (0 = absent)."""
+        return CompareOperand(CompareTarget.CREATE, key, range_opts)
+
+    @staticmethod
+    def mod_revision(key: object, **range_opts: object) -> CompareOperand:
+        """Compare the revision of the key's last write."""
+        return CompareOperand(CompareTarget.MOD, key, range_opts)
+
+    @staticmethod
+    def lease(key: object, **range_opts: object) -> CompareOperand:
+        """Compare the id of the lease the key is bound to (0 = none)."""
+        return CompareOperand(CompareTarget.LEASE, key, range_opts)
+
+    @staticmethod
+    def of(target: str | CompareTarget, key: object, op: str, operand: object) -> Compare:
+        """Build a compare from names, e.g. ``Compare.of("mod", "k", "<", 10)``."""
+        if isinstance(target, str):
+            aliases = {"create_revision": "CREATE", "mod_revision": "MOD", "create": "CREATE"}
+            name = aliases.get(target.lower(), target.upper())
+            try:
+                target = CompareTarget[name]
+            except KeyError:
+                raise InvalidRequest(f"unknown compare target {target!r}") from None
+        if op not in _OPERATORS:
+            raise InvalidRequest(f"unknown compare operator {op!r}; use =, !=, < or >")
+        return CompareOperand(target, key, {})._build(_OPERATORS[op], operand)
+
+
+class CompareOperand:
+    """The left side of a compare; an operator with the operand completes it."""
+
+    __slots__ = ("_key", "_range_end", "_target")
+    __hash__ = None  # type: ignore[assignment]
+
+    def __init__(self, target: CompareTarget, key: object, range_opts: dict[str, object]) -> None:
+        unknown = set(range_opts) - {"range_end", "prefix", "from_key"}
+        if unknown:
+            raise InvalidRequest(f"unknown compare option(s): {', '.join(sorted(unknown))}")
+        self._target = target
+        self._key, self._range_end = key_range(
+            key,
+            range_end=range_opts.get("range_end"),
+            prefix=bool(range_opts.get("prefix", False)),
+            from_key=bool(range_opts.get("from_key", False)),
+        )
+
+    def _build(self, result: CompareResult, operand: object) -> Compare:
+        if self._target is CompareTarget.VALUE:
+            value: int | bytes = to_bytes(operand, "compare operand")
+        else:
+            lease_or_int: object = getattr(operand, "id", operand)  # a Lease compares by id
+            if not isinstance(lease_or_int, int) or isinstance(lease_or_int, bool):
+                raise InvalidRequest(
+                    f"{self._target.name.lower()} compares take an int, got {operand!r}"
+                )
+            value = lease_or_int
+        return Compare(self._target, result, self._key, self._range_end, value)
+
+    def __eq__(self, other: object) -> Compare:  # type: ignore[override]
+        return self._build(CompareResult.EQUAL, other)
+
+    def __ne__(self, other: object) -> Compare:  # type: ignore[override]
+        return self._build(CompareResult.NOT_EQUAL, other)
+
+    def __lt__(self, other: object) -> Compare:
+        return self._build(CompareResult.LESS, other)
+
+    def __gt__(self, other: object) -> Compare:
+        return self._build(CompareResult.GREATER, other)
+
+
+# --- txn -----------------------------------------------------------------------
+
+
+def request_op(op: Op) -> rpc.RequestOp:
+    """Wrap an Op as a txn branch element."""
+    if not isinstance(op, Op):
+        raise InvalidRequest(f"txn branches hold Op objects, got {type(op).__name__}")
+    request = op.request
+    if isinstance(request, rpc.RangeRequest):
+        return rpc.RequestOp(request_range=request)
+    if isinstance(request, rpc.PutRequest):
+        return rpc.RequestOp(request_put=request)
+    if isinstance(request, rpc.DeleteRangeRequest):
+        return rpc.RequestOp(request_delete_range=request)
+    return rpc.RequestOp(request_txn=request)
+
+
+def txn_request(
+    compare: Iterable[Compare], success: Iterable[Op], failure: Iterable[Op]
+) -> rpc.TxnRequest:
+    """Build a TxnRequest from compares and branch ops."""
+    compares: Sequence[Compare] = list(compare)
+    for c in compares:
+        if not isinstance(c, Compare):
+            raise InvalidRequest(
+                f"txn compares must be Compare objects, got {type(c).__name__}"
+                " (did you write `Compare.value(k) == v`?)"
+            )
+    return rpc.TxnRequest(
+        compare=[c.to_pb() for c in compares],
+        success=[request_op(op) for op in success],
+        failure=[request_op(op) for op in failure],
+    )

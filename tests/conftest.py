@@ -1,0 +1,26 @@
+"""Test-suite plumbing: run ``async def`` tests on a fresh event loop each.
+
+The real-etcd fixtures (``etcd_server``, ``etcd_endpoint``...) come from the
+``etcdsync.testing.plugin`` pytest plugin, registered by the package's entry point.
+Tests under ``tests/_async`` are canonical; ``tests/_sync`` is generated from them
+by ``scripts/unasync.py``, so every behaviour is checked in both flavours.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+from typing import Any
+
+import pytest
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
+    """Run coroutine tests with asyncio.run (no pytest-asyncio needed)."""
+    if not inspect.iscoroutinefunction(pyfuncitem.obj):
+        return None
+    names = pyfuncitem._fixtureinfo.argnames
+    kwargs: dict[str, Any] = {name: pyfuncitem.funcargs[name] for name in names}
+    asyncio.run(pyfuncitem.obj(**kwargs))
+    return True
