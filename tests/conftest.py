@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import uuid
 from typing import Any
 
 import pytest
@@ -24,3 +25,9 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
     kwargs: dict[str, Any] = {name: pyfuncitem.funcargs[name] for name in names}
     asyncio.run(pyfuncitem.obj(**kwargs))
     return True
+
+
+@pytest.fixture
+def prefix(request: pytest.FixtureRequest) -> str:
+    """A key prefix no other test (of either flavour) uses on the shared server."""
+    return f"{request.node.nodeid}/{uuid.uuid4().hex[:8]}/"

@@ -1,0 +1,1 @@
+"""Test helpers shared by the async and the generated sync tests."""
