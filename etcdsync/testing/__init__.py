@@ -21,6 +21,7 @@ from .binaries import (
 )
 from .cluster import EtcdCluster
 from .docker import DockerEtcd, docker_available
+from .proxy import FaultProxy
 from .server import (
     EtcdctlError,
     EtcdServer,
@@ -41,6 +42,7 @@ __all__ = [
     "EtcdServer",
     "EtcdStartError",
     "EtcdctlError",
+    "FaultProxy",
     "MetricSample",
     "Metrics",
     "TLSFiles",
