@@ -97,6 +97,8 @@ class ChannelSettings:
     """Largest request gRPC will send (etcd's default ``--max-request-bytes`` is 1.5 MiB)."""
     max_receive_bytes: int = 2**31 - 1
     """Largest response accepted (large ranges; prefer paging with ``iterate``)."""
+    connect_timeout: float = 5.0
+    """Seconds one connection attempt (TCP, TLS and HTTP/2 handshakes) may take."""
     extra: tuple[tuple[str, Any], ...] = field(default_factory=tuple)
     """Raw gRPC channel options appended last."""
 
@@ -108,8 +110,10 @@ class ChannelSettings:
             ("grpc.use_local_subchannel_pool", 1),
             # Reconnect quickly after a member restart instead of gRPC's slow default.
             ("grpc.initial_reconnect_backoff_ms", 100),
-            ("grpc.min_reconnect_backoff_ms", 100),
             ("grpc.max_reconnect_backoff_ms", 2000),
+            # Despite its name, gRPC uses this as the minimum connect timeout, not a
+            # backoff: at 100 ms a TLS handshake over any real network would never finish.
+            ("grpc.min_reconnect_backoff_ms", int(self.connect_timeout * 1000)),
         ]
         if self.keepalive_time is not None:
             opts += [

@@ -12,6 +12,7 @@ server certainly rejected it before applying it.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import grpc
@@ -38,7 +39,33 @@ _BY_MESSAGE: dict[str, type[errors.EtcdError]] = {
     "etcdserver: authentication is not enabled": errors.AuthNotEnabledError,
     "etcdserver: invalid auth token": errors.InvalidAuthTokenError,
     "etcdserver: user name is empty": errors.AuthFailedError,
-    "etcdserver: user name not found": errors.AuthFailedError,
+    "etcdserver: user name not found": errors.UserNotFoundError,
+    # A user created with no_password can only log in with a client certificate.
+    "auth: authentication failed, password was given for no password user": (
+        errors.AuthFailedError
+    ),
+    "etcdserver: user name already exists": errors.UserExistsError,
+    "etcdserver: role name not found": errors.RoleNotFoundError,
+    "etcdserver: role name already exists": errors.RoleExistsError,
+    "etcdserver: role is not granted to the user": errors.NotGrantedError,
+    "etcdserver: permission is not granted to the role": errors.NotGrantedError,
+    "etcdserver: root user does not exist": errors.AuthError,
+    "etcdserver: root user does not have root role": errors.AuthError,
+    "etcdserver: member not found": errors.MemberNotFoundError,
+    "etcdserver: member ID already exist": errors.MemberExistsError,
+    "etcdserver: Peer URLs already exists": errors.MemberExistsError,
+    "etcdserver: can only promote a learner member": errors.MemberNotLearnerError,
+    "etcdserver: can only promote a learner member which is in sync with leader": (
+        errors.LearnerNotReadyError
+    ),
+    "etcdserver: too many learner members in cluster": errors.TooManyLearnersError,
+    "etcdserver: bad leader transferee": errors.InvalidRequest,
+    # The lock/election services hit the deadline the client sent on the server side
+    # and report Go's context error (code UNKNOWN) just before ours expires.
+    "context deadline exceeded": errors.Timeout,
+    # The server-side election service (v3electionpb) answers with its own messages.
+    "election: not leader": errors.NotElectedError,
+    "election: no leader": errors.NoLeaderElectedError,
     "etcdserver: no leader": errors.NoLeaderError,
     "etcdserver: not leader": errors.NotLeaderError,
     "etcdserver: leader changed": errors.Unavailable,
@@ -83,6 +110,8 @@ _REJECTED_BEFORE_APPLY = {
 }
 
 _MESSAGE_TOO_LARGE_MARKERS = ("larger than max", "message too large", "Sent message larger")
+# gRPC states both numbers: "... larger than max (3145738 vs. 2097664)".
+_SIZE_VS_LIMIT = re.compile(r"\((\d+) vs\. (\d+)\)")
 
 
 def status_of(exc: BaseException) -> tuple[grpc.StatusCode | None, str]:
@@ -100,6 +129,18 @@ def status_of(exc: BaseException) -> tuple[grpc.StatusCode | None, str]:
 def is_rpc_error(exc: BaseException) -> bool:
     """True for the exceptions grpc and grpc.aio raise for a failed call."""
     return isinstance(exc, grpc.RpcError)
+
+
+# gRPC reports a connection torn down under a call as INTERNAL with these words.
+_BROKEN_TRANSPORT_MARKERS = ("Stream removed", "RST_STREAM", "Socket closed", "GOAWAY")
+
+
+def broken_transport(exc: BaseException) -> bool:
+    """True when the call failed because its connection broke (outcome unknown)."""
+    code, details = status_of(exc)
+    return code is grpc.StatusCode.INTERNAL and any(
+        m in details for m in _BROKEN_TRANSPORT_MARKERS
+    )
 
 
 def never_sent(exc: BaseException) -> bool:
@@ -121,7 +162,7 @@ def safe_to_retry(exc: BaseException, *, idempotent: bool) -> bool:
         return True
     if not idempotent:
         return False
-    if code is grpc.StatusCode.UNAVAILABLE:
+    if code is grpc.StatusCode.UNAVAILABLE or broken_transport(exc):
         return True
     return details in {
         "etcdserver: leader changed",
@@ -159,8 +200,16 @@ def translate(exc: BaseException, *, endpoint: str | None = None) -> errors.Etcd
     if code is grpc.StatusCode.RESOURCE_EXHAUSTED and any(
         m in details for m in _MESSAGE_TOO_LARGE_MARKERS
     ):
-        return errors.RequestTooLargeError(f"request too large for gRPC: {details}{where}", **kw)
+        sizes = _SIZE_VS_LIMIT.search(details)
+        return errors.RequestTooLargeError(
+            f"request too large for gRPC: {details}{where}",
+            size=int(sizes.group(1)) if sizes else None,
+            limit=int(sizes.group(2)) if sizes else None,
+            **kw,
+        )
     cls = _BY_MESSAGE.get(details)
+    if cls is None and broken_transport(exc):
+        cls = errors.Unavailable
     if cls is None and code is not None:
         cls = _BY_CODE.get(code)
     if cls is None:

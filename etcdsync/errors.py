@@ -32,9 +32,13 @@ __all__ = [
     "ClientClosedError",
     "ClientError",
     "CompactedError",
+    "ConfigError",
+    "ConfigValidationError",
     "ConnectionError_",
     "ConnectionFailedError",
     "DuplicateKeyError",
+    "ElectionError",
+    "ElectionTimeout",
     "EtcdError",
     "ForkedClientError",
     "FutureRevisionError",
@@ -42,18 +46,36 @@ __all__ = [
     "InvalidAuthTokenError",
     "InvalidRequest",
     "KeyEmptyError",
+    "LeadershipLostError",
+    "LearnerNotReadyError",
     "LeaseExpiredError",
     "LeaseNotFoundError",
     "LeaseTTLTooLargeError",
+    "LockError",
+    "LockLostError",
+    "LockTimeout",
+    "MemberExistsError",
+    "MemberNotFoundError",
+    "MemberNotLearnerError",
+    "NoLeaderElectedError",
     "NoLeaderError",
+    "NotElectedError",
+    "NotGrantedError",
     "NotLeaderError",
     "PermissionDeniedError",
     "RequestTooLargeError",
     "ResourceExhaustedError",
+    "RoleExistsError",
+    "RoleNotFoundError",
+    "SessionExpiredError",
+    "SnapshotError",
     "Timeout",
+    "TooManyLearnersError",
     "TooManyOpsError",
     "Unavailable",
     "UnsupportedError",
+    "UserExistsError",
+    "UserNotFoundError",
 ]
 
 
@@ -164,7 +186,22 @@ class LeaseNotFoundError(ClientError):
 
 
 class LeaseExpiredError(LeaseNotFoundError):
-    """A lease a listener or recipe relied on is gone (expired, revoked or halted)."""
+    """A lease a listener or recipe relied on is gone (expired, revoked or halted).
+
+    ``reason`` says why, when known: ``"expired"``, ``"revoked"``, ``"keepalive halted"``
+    or ``"client closed"`` (the values of :class:`etcdsync.LeaseLostReason`).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        lease_id: int | None = None,
+        reason: str | None = None,
+        **kw: str | None,
+    ) -> None:
+        super().__init__(message, lease_id=lease_id, **kw)
+        self.reason = reason
 
 
 class LeaseTTLTooLargeError(ClientError):
@@ -241,3 +278,149 @@ class PermissionDeniedError(AuthError):
 
 class AuthNotEnabledError(AuthError):
     """Authentication was requested but the server has auth disabled."""
+
+
+# --- recipes: sessions and locks ---------------------------------------------
+
+
+class SessionExpiredError(LeaseExpiredError):
+    """The session a recipe relied on has ended: its lease expired, was revoked or
+    could not be renewed in time (``reason`` says which).
+
+    A waiter stops waiting with this error; a holder must assume it lost what it
+    held (lock, leadership).
+    """
+
+
+class LockError(EtcdError):
+    """A lock (mutex, readers-writer lock, semaphore) was misused or failed."""
+
+
+class LockTimeout(LockError, Timeout):
+    """The lock was not acquired within the timeout; no queued key was left behind."""
+
+
+class LockLostError(LockError):
+    """The lock is no longer held: its key was deleted or its session ended.
+
+    Raised by guarded writes whose ownership check failed and by a waiter whose
+    queued key vanished.
+    """
+
+
+# --- recipes: elections and live config ---------------------------------------
+
+
+class ElectionError(EtcdError):
+    """An election was misused or failed."""
+
+
+class ElectionTimeout(ElectionError, Timeout):
+    """``campaign()`` was not elected within its timeout; its candidacy was withdrawn."""
+
+
+class NotElectedError(ElectionError):
+    """This candidate is not the leader: never elected, resigned, or lost leadership.
+
+    Raised by ``proclaim()`` and ``is_leader_compare()``; a guarded write whose
+    leadership compare failed means the same.
+    """
+
+
+class LeadershipLostError(NotElectedError):
+    """Leadership ended without a resign.
+
+    ``reason`` says why: ``"session ended"`` (the lease expired, was revoked or
+    could not be renewed; the cause is chained) or ``"key deleted"`` (someone
+    deleted the leader key).  Another candidate may already lead.
+    """
+
+    def __init__(self, message: str, *, reason: str | None = None, **kw: str | None) -> None:
+        super().__init__(message, **kw)
+        self.reason = reason
+
+
+class ConfigError(EtcdError):
+    """A live config view was misused or could not be loaded."""
+
+
+class ConfigValidationError(ConfigError, ValueError):
+    """A state of a live config was rejected; the last good config stays in force.
+
+    ``revision`` is the store revision of the rejected state; ``keys`` the keys
+    (relative to the prefix) whose values failed to decode, empty when the
+    validator refused the whole snapshot (its exception is chained as the cause).
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        revision: int | None = None,
+        keys: tuple[str, ...] = (),
+        **kw: str | None,
+    ) -> None:
+        super().__init__(message, **kw)
+        self.revision = revision
+        self.keys = keys
+
+
+# --- cluster membership -------------------------------------------------------
+
+
+class MemberNotFoundError(ClientError):
+    """No member has the given id (never added, or already removed)."""
+
+
+class MemberExistsError(ClientError):
+    """A member with this id or these peer URLs is already in the cluster."""
+
+
+class MemberNotLearnerError(ClientError):
+    """Only a learner can be promoted; this member already votes."""
+
+
+class LearnerNotReadyError(EtcdError):
+    """The learner has not caught up with the leader's log yet.
+
+    Nothing changed; promote again once it has (retrying after a short wait is the
+    expected way to handle this error).
+    """
+
+
+class TooManyLearnersError(ClientError):
+    """The cluster already has as many learners as etcd allows (one)."""
+
+
+# --- auth administration ---------------------------------------------------------
+
+
+class UserNotFoundError(AuthError):
+    """The user does not exist."""
+
+
+class UserExistsError(AuthError):
+    """A user with this name already exists."""
+
+
+class RoleNotFoundError(AuthError):
+    """The role does not exist."""
+
+
+class RoleExistsError(AuthError):
+    """A role with this name already exists."""
+
+
+class NotGrantedError(AuthError):
+    """The role is not granted to the user, or the permission not granted to the role."""
+
+
+# --- server-side election service and snapshots ------------------------------------
+
+
+class NoLeaderElectedError(ElectionError):
+    """The election has no leader right now."""
+
+
+class SnapshotError(EtcdError):
+    """A snapshot stream ended early or failed its integrity check; the file is unusable."""

@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import enum
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Union
+from typing import Any, Protocol
+
+from .errors import InvalidRequest
 
 __all__ = [
     "Lease",
@@ -25,7 +27,7 @@ class _HasLeaseId(Protocol):
     def id(self) -> int: ...
 
 
-LeaseLike = Union[int, _HasLeaseId]
+LeaseLike = int | _HasLeaseId
 """A lease id, or any object with an ``id`` attribute holding one (e.g. :class:`Lease`)."""
 
 
@@ -34,8 +36,6 @@ def lease_id_of(lease: object) -> int:
 
     Raises :class:`~etcdsync.errors.InvalidRequest` for anything but a positive id.
     """
-    from .errors import InvalidRequest  # the pure layer keeps its imports local and light
-
     lease_id = getattr(lease, "id", lease)
     if not isinstance(lease_id, int) or isinstance(lease_id, bool) or lease_id <= 0:
         raise InvalidRequest(f"a lease id must be an int > 0, got {lease!r}")

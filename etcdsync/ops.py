@@ -16,10 +16,12 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from ._keys import key_range, to_bytes, to_key
 from ._pb import rpc_pb2 as rpc
 from .errors import InvalidRequest
+from .lease_types import LeaseLike
 
 __all__ = ["Compare", "CompareResult", "CompareTarget", "Op", "SortOrder", "SortTarget"]
 
@@ -42,20 +44,45 @@ class SortTarget(enum.IntEnum):
     VALUE = 4
 
 
+# The wire fields are int64: protobuf would raise a bare ValueError past this.
+_INT64_MAX = 2**63 - 1
+
+
 def _check_revision(name: str, value: int) -> int:
-    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise InvalidRequest(f"{name} must be a non-negative int, got {value!r}")
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value <= _INT64_MAX:
+        raise InvalidRequest(f"{name} must be an int in [0, 2**63), got {value!r}")
     return value
+
+
+def _check_flag(name: str, value: bool) -> bool:
+    # protobuf raises TypeError for a str and silently accepts ints: refuse both.
+    if not isinstance(value, bool):
+        raise InvalidRequest(f"{name} must be a bool, got {value!r}")
+    return value
+
+
+_SortEnum = TypeVar("_SortEnum", SortOrder, SortTarget)
+
+
+def _sort_option(kind: type[_SortEnum], value: _SortEnum | str | None) -> _SortEnum | None:
+    if value is None:
+        return None
+    member: _SortEnum | None = None
+    if isinstance(value, str):
+        member = kind.__members__.get(value.upper())
+    elif isinstance(value, int) and not isinstance(value, bool):
+        member = next((m for m in kind if m.value == value), None)
+    if member is None:
+        names = ", ".join(m.name.lower() for m in kind)
+        raise InvalidRequest(f"unknown {kind.__name__} {value!r}; use one of {names}")
+    return member
 
 
 def _parse_sort(
     sort_order: SortOrder | str | None, sort_target: SortTarget | str | None
 ) -> tuple[int, int]:
-    try:
-        order = SortOrder[sort_order.upper()] if isinstance(sort_order, str) else sort_order
-        target = SortTarget[sort_target.upper()] if isinstance(sort_target, str) else sort_target
-    except KeyError as exc:
-        raise InvalidRequest(f"unknown sort option {exc.args[0]!r}") from None
+    order = _sort_option(SortOrder, sort_order)
+    target = _sort_option(SortTarget, sort_target)
     if target is not None and order is None:
         # etcd ignores a target without an order; ascending is what callers mean.
         order = SortOrder.ASCEND
@@ -90,9 +117,9 @@ def range_request(
         revision=_check_revision("revision", revision),
         sort_order=order,  # type: ignore[arg-type]
         sort_target=target,  # type: ignore[arg-type]
-        serializable=serializable,
-        keys_only=keys_only,
-        count_only=count_only,
+        serializable=_check_flag("serializable", serializable),
+        keys_only=_check_flag("keys_only", keys_only),
+        count_only=_check_flag("count_only", count_only),
         min_mod_revision=_check_revision("min_mod_revision", min_mod_revision),
         max_mod_revision=_check_revision("max_mod_revision", max_mod_revision),
         min_create_revision=_check_revision("min_create_revision", min_create_revision),
@@ -104,13 +131,19 @@ def put_request(
     key: object,
     value: object = b"",
     *,
-    lease: int = 0,
+    lease: LeaseLike = 0,
     prev_kv: bool = False,
     ignore_value: bool = False,
     ignore_lease: bool = False,
 ) -> rpc.PutRequest:
     """Build a PutRequest; see :meth:`Op.put` for the options."""
     raw_value = to_bytes(value, "value")
+    for name, flag in (
+        ("prev_kv", prev_kv),
+        ("ignore_value", ignore_value),
+        ("ignore_lease", ignore_lease),
+    ):
+        _check_flag(name, flag)
     if ignore_value and raw_value:
         raise InvalidRequest("ignore_value=True keeps the current value: pass no value")
     if ignore_lease and lease:
@@ -135,12 +168,16 @@ def delete_request(
 ) -> rpc.DeleteRangeRequest:
     """Build a DeleteRangeRequest; see :meth:`Op.delete` for the options."""
     raw_key, raw_end = key_range(key, range_end=range_end, prefix=prefix, from_key=from_key)
-    return rpc.DeleteRangeRequest(key=raw_key, range_end=raw_end, prev_kv=prev_kv)
+    return rpc.DeleteRangeRequest(
+        key=raw_key, range_end=raw_end, prev_kv=_check_flag("prev_kv", prev_kv)
+    )
 
 
 def _lease_id(lease: object) -> int:
     lease_id = getattr(lease, "id", lease)  # accept a Lease object or a plain id
-    if not isinstance(lease_id, int) or isinstance(lease_id, bool) or lease_id < 0:
+    if not isinstance(lease_id, int) or isinstance(lease_id, bool):
+        raise InvalidRequest(f"lease must be a lease id (int >= 0), got {lease!r}")
+    if not 0 <= lease_id <= _INT64_MAX:
         raise InvalidRequest(f"lease must be a lease id (int >= 0), got {lease!r}")
     return lease_id
 
@@ -226,7 +263,7 @@ class Op:
         key: object,
         value: object = b"",
         *,
-        lease: int = 0,
+        lease: LeaseLike = 0,
         prev_kv: bool = False,
         ignore_value: bool = False,
         ignore_lease: bool = False,
@@ -419,6 +456,8 @@ class CompareOperand:
                 raise InvalidRequest(
                     f"{self._target.name.lower()} compares take an int, got {operand!r}"
                 )
+            if not -_INT64_MAX - 1 <= lease_or_int <= _INT64_MAX:
+                raise InvalidRequest(f"compare operand {operand!r} does not fit in int64")
             value = lease_or_int
         return Compare(self._target, result, self._key, self._range_end, value)
 

@@ -5,14 +5,30 @@ from __future__ import annotations
 from collections.abc import Sequence
 from types import TracebackType
 
+from .._backends._async import Lock
 from .._config import DEFAULT_ENDPOINT, ChannelSettings, TLSConfig
+from .auth import AsyncAuthAPI
+from .cluster import AsyncClusterAPI
 from .connection import AsyncConnection
 from .kv import AsyncKV
+from .lease import AsyncLeaseAPI
+from .maintenance import AsyncMaintenanceAPI
+from .recipes import AsyncRecipesAPI
+from .server_recipes import AsyncServerRecipesAPI
 from .watch import AsyncWatchAPI
 from .watch_stream import AsyncWatchStream
 
 
-class AsyncClient(AsyncKV, AsyncWatchAPI):
+class AsyncClient(
+    AsyncKV,
+    AsyncLeaseAPI,
+    AsyncWatchAPI,
+    AsyncRecipesAPI,
+    AsyncClusterAPI,
+    AsyncMaintenanceAPI,
+    AsyncAuthAPI,
+    AsyncServerRecipesAPI,
+):
     """An etcd v3 client.
 
     >>> async with AsyncClient(["127.0.0.1:2379"]) as etcd:
@@ -53,6 +69,8 @@ class AsyncClient(AsyncKV, AsyncWatchAPI):
             settings=settings or ChannelSettings(),
         )
         self._watch_streams: dict[bool, AsyncWatchStream] = {}
+        self._shared_sessions = {}
+        self._shared_sessions_lock = Lock()
 
     @property
     def endpoints(self) -> list[str]:
@@ -70,7 +88,10 @@ class AsyncClient(AsyncKV, AsyncWatchAPI):
         return self._conn.closed
 
     async def close(self) -> None:
-        """End every stream, background task and connection.  Idempotent."""
+        """Revoke the shared sessions, then end every stream, background task and
+        connection.  Idempotent."""
+        if not self._conn.closed:
+            await self._close_shared_sessions()
         await self._conn.close()
 
     async def __aenter__(self) -> AsyncClient:

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator, Iterable
 from .. import errors
 from .._methods import KV_COMPACT, KV_DELETE_RANGE, KV_PUT, KV_RANGE, KV_TXN
 from .._pb import rpc_pb2 as rpc
+from ..lease_types import LeaseLike
 from ..models import (
     CompactResponse,
     DeleteResponse,
@@ -98,7 +99,7 @@ class AsyncKV:
         key: str | bytes,
         value: str | bytes = b"",
         *,
-        lease: int = 0,
+        lease: LeaseLike = 0,
         prev_kv: bool = False,
         ignore_value: bool = False,
         ignore_lease: bool = False,
@@ -118,7 +119,11 @@ class AsyncKV:
             ignore_value=ignore_value,
             ignore_lease=ignore_lease,
         )
-        response = await self._conn.unary(KV_PUT, request, timeout=timeout, idempotent=False)
+        try:
+            response = await self._conn.unary(KV_PUT, request, timeout=timeout, idempotent=False)
+        except errors.LeaseNotFoundError as exc:
+            exc.lease_id = request.lease  # the server's message does not say which
+            raise
         return PutResponse.from_pb(response)
 
     async def delete(
@@ -219,10 +224,16 @@ class AsyncKV:
         revision is compacted while paging, :class:`~etcdsync.errors.CompactedError`
         is raised.
         """
-        if not isinstance(page_size, int) or page_size <= 0:
+        if not isinstance(page_size, int) or isinstance(page_size, bool) or page_size <= 0:
             raise errors.InvalidRequest(f"page_size must be a positive int, got {page_size!r}")
-        first = range_request(
-            key, range_end=range_end, prefix=prefix, from_key=from_key, revision=revision
+        first = range_request(  # validates every option before the first page
+            key,
+            range_end=range_end,
+            prefix=prefix,
+            from_key=from_key,
+            revision=revision,
+            keys_only=keys_only,
+            serializable=serializable,
         )
         start, end = first.key, first.range_end
         while True:

@@ -54,6 +54,34 @@ async def wait_event(event: asyncio.Event, timeout: float | None) -> bool:
     return True
 
 
+async def acquire_lock(lock: asyncio.Lock, timeout: float | None) -> bool:
+    """Acquire ``lock`` within ``timeout`` seconds (None: no limit); True if acquired.
+
+    ``timeout=0`` takes the lock only if it is free now.
+    """
+    if timeout is None:
+        await lock.acquire()
+        return True
+    # A task of its own: asyncio.wait lets it run (and take a free lock) before the
+    # timeout fires, even for timeout=0, which wait_for does not.
+    attempt = asyncio.ensure_future(lock.acquire())
+    try:
+        await asyncio.wait({attempt}, timeout=max(timeout, 0.0))
+    except BaseException:
+        _abandon_acquire(lock, attempt)
+        raise
+    if attempt.done() and not attempt.cancelled():
+        return True
+    _abandon_acquire(lock, attempt)
+    return False
+
+
+def _abandon_acquire(lock: asyncio.Lock, attempt: asyncio.Future[Any]) -> None:
+    # Cancel the pending acquire; should it have won meanwhile, give the lock back.
+    attempt.cancel()
+    attempt.add_done_callback(lambda done: None if done.cancelled() else lock.release())
+
+
 class Queue(Generic[T]):
     """An unbounded FIFO between the stream reader and one consumer."""
 
@@ -138,4 +166,33 @@ class BidiStream:
 
     def cancel(self) -> None:
         """Abort the stream; a pending ``read`` fails with a CANCELLED error."""
+        self._call.cancel()
+
+
+class ServerStream:
+    """A server-streaming gRPC call: one request sent, ``read`` its responses."""
+
+    def __init__(
+        self,
+        channel: aio.Channel,
+        method: str,
+        serializer: Callable[[Any], bytes],
+        deserializer: Callable[[bytes], Any],
+        request: Any,
+        timeout: float | None,
+        metadata: tuple[tuple[str, str], ...] | None,
+    ) -> None:
+        self._call = channel.unary_stream(
+            method, request_serializer=serializer, response_deserializer=deserializer
+        )(request, timeout=timeout, metadata=metadata)
+
+    async def read(self) -> Any | None:
+        """Next response, or None when the server ended the stream cleanly."""
+        message = await self._call.read()
+        if message is aio.EOF:
+            return None
+        return message
+
+    def cancel(self) -> None:
+        """Abort the call; a pending ``read`` fails with a CANCELLED error."""
         self._call.cancel()

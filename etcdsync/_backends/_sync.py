@@ -56,6 +56,11 @@ def wait_event(event: threading.Event, timeout: float | None) -> bool:
     return event.wait(timeout)
 
 
+def acquire_lock(lock: threading.Lock, timeout: float | None) -> bool:
+    """Acquire ``lock`` within ``timeout`` seconds (None: no limit); True if acquired."""
+    return lock.acquire(timeout=-1 if timeout is None else max(timeout, 0.0))
+
+
 class Queue(Generic[T]):
     """An unbounded FIFO between the stream reader thread and one consumer."""
 
@@ -144,4 +149,33 @@ class BidiStream:
     def cancel(self) -> None:
         """Abort the stream; a pending ``read`` fails with a CANCELLED error."""
         self._outbox.put(_END)
+        self._call.cancel()
+
+
+class ServerStream:
+    """A server-streaming gRPC call over sync grpc: ``read`` its responses."""
+
+    def __init__(
+        self,
+        channel: grpc.Channel,
+        method: str,
+        serializer: Callable[[Any], bytes],
+        deserializer: Callable[[bytes], Any],
+        request: Any,
+        timeout: float | None,
+        metadata: tuple[tuple[str, str], ...] | None,
+    ) -> None:
+        self._call = channel.unary_stream(
+            method, request_serializer=serializer, response_deserializer=deserializer
+        )(request, timeout=timeout, metadata=metadata)
+
+    def read(self) -> Any | None:
+        """Next response, or None when the server ended the stream cleanly."""
+        try:
+            return next(self._call)
+        except StopIteration:
+            return None
+
+    def cancel(self) -> None:
+        """Abort the call; a pending ``read`` fails with a CANCELLED error."""
         self._call.cancel()

@@ -6,14 +6,30 @@ from __future__ import annotations
 from collections.abc import Sequence
 from types import TracebackType
 
+from .._backends._sync import Lock
 from .._config import DEFAULT_ENDPOINT, ChannelSettings, TLSConfig
+from .auth import AuthAPI
+from .cluster import ClusterAPI
 from .connection import Connection
 from .kv import KV
+from .lease import LeaseAPI
+from .maintenance import MaintenanceAPI
+from .recipes import RecipesAPI
+from .server_recipes import ServerRecipesAPI
 from .watch import WatchAPI
 from .watch_stream import WatchStream
 
 
-class Client(KV, WatchAPI):
+class Client(
+    KV,
+    LeaseAPI,
+    WatchAPI,
+    RecipesAPI,
+    ClusterAPI,
+    MaintenanceAPI,
+    AuthAPI,
+    ServerRecipesAPI,
+):
     """An etcd v3 client.
 
     >>> with Client(["127.0.0.1:2379"]) as etcd:
@@ -54,6 +70,8 @@ class Client(KV, WatchAPI):
             settings=settings or ChannelSettings(),
         )
         self._watch_streams: dict[bool, WatchStream] = {}
+        self._shared_sessions = {}
+        self._shared_sessions_lock = Lock()
 
     @property
     def endpoints(self) -> list[str]:
@@ -71,7 +89,10 @@ class Client(KV, WatchAPI):
         return self._conn.closed
 
     def close(self) -> None:
-        """End every stream, background task and connection.  Idempotent."""
+        """Revoke the shared sessions, then end every stream, background task and
+        connection.  Idempotent."""
+        if not self._conn.closed:
+            self._close_shared_sessions()
         self._conn.close()
 
     def __enter__(self) -> Client:

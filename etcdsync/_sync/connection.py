@@ -28,7 +28,14 @@ from tenacity import (
 )
 
 from .. import _status, errors
-from .._backends._sync import BidiStream, Lock, close_channel, create_channel
+from .._backends._sync import (
+    BidiStream,
+    Cancelled,
+    Lock,
+    ServerStream,
+    close_channel,
+    create_channel,
+)
 from .._config import ChannelSettings, TLSConfig, parse_endpoints
 from .._methods import AUTHENTICATE, Method
 
@@ -109,9 +116,9 @@ class Connection:
 
     # --- channels ----------------------------------------------------------------
 
-    def channel(self) -> Any:
-        """The channel of the current endpoint, created on first use."""
-        endpoint = self.endpoint
+    def channel(self, endpoint: str | None = None) -> Any:
+        """The channel of ``endpoint`` (default: the current one), created on first use."""
+        endpoint = endpoint or self.endpoint
         channel = self._channels.get(endpoint)
         if channel is None:
             channel = create_channel(endpoint, self._credentials, self._options)
@@ -126,11 +133,30 @@ class Connection:
         if self.endpoint == failed_endpoint and len(self.endpoints) > 1:
             self._index = (self._index + 1) % len(self.endpoints)
 
-    def _callable(self, method: Method) -> Any:
-        key = (self.endpoint, method.path)
+    def set_endpoints(self, endpoints: Sequence[str]) -> None:
+        """Replace the endpoint list (``sync_endpoints``), staying on the current
+        endpoint when it is still listed, else moving to the first new one.
+
+        Channels to dropped endpoints stay open until close(): streams already open
+        there keep running until they break, then reconnect via :attr:`endpoint`.
+        """
+        new, wants_tls = parse_endpoints(endpoints)
+        if wants_tls and self._credentials is None:
+            raise errors.InvalidRequest(
+                f"endpoints {', '.join(endpoints)} use https but the client has no TLS config"
+            )
+        current = self.endpoint
+        # Other tasks/threads read endpoints[_index] at any time: keep every
+        # intermediate state valid (index 0 exists in both lists).
+        self._index = 0
+        self.endpoints = new
+        self._index = new.index(current) if current in new else 0
+
+    def _callable(self, method: Method, endpoint: str | None = None) -> Any:
+        key = (endpoint or self.endpoint, method.path)
         fn = self._callables.get(key)
         if fn is None:
-            fn = self.channel().unary_unary(
+            fn = self.channel(key[0]).unary_unary(
                 method.path,
                 request_serializer=method.serializer,
                 response_deserializer=method.deserializer,
@@ -145,15 +171,29 @@ class Connection:
         """Call metadata: the auth token once authenticated."""
         return self._metadata
 
+    @property
+    def token(self) -> str | None:
+        """The current auth token (None before authenticating or without auth)."""
+        return self._token
+
     def authenticate(self, *, stale_token: str | None = None) -> None:
-        """Fetch a token for the configured user (once, even under concurrency)."""
+        """Fetch a token for the configured user (once, even under concurrency).
+
+        Raises :class:`~etcdsync.errors.AuthFailedError` for a wrong user or password.
+        """
+        try:
+            self._authenticate(stale_token, self.deadline_for(None))
+        except grpc.RpcError as exc:
+            raise self._translate(exc, self.endpoint) from None
+
+    def _authenticate(self, stale_token: str | None, deadline: float | None) -> None:
+        """:meth:`authenticate` within a call's deadline, raising gRPC errors for retry."""
         if self._user is None:
             return
         with self._auth_lock:
             if self._token is not None and self._token != stale_token:
                 return  # another caller refreshed it meanwhile
             request = AUTHENTICATE.request(name=self._user, password=self._password)
-            deadline = self.deadline_for(None)
             response = self._attempt(AUTHENTICATE, request, deadline, None)
             self._token = response.token
             self._metadata = (("token", response.token),)
@@ -167,26 +207,35 @@ class Connection:
         *,
         timeout: float | None = None,
         idempotent: bool,
+        endpoint: str | None = None,
     ) -> Any:
         """Send one request and return the response message.
 
         ``timeout`` overrides the client's default deadline for this call (the
         deadline covers every retry).  ``idempotent`` allows retries after
-        failures whose outcome is unknown.
+        failures whose outcome is unknown.  ``endpoint`` pins the call to one
+        member (maintenance requests about a given member): it is never sent
+        elsewhere, and retries go to the same member.
         """
         self.check_usable()
         deadline = self.deadline_for(timeout)
-        if self._user is not None and self._token is None:
-            self.authenticate()
-        endpoint = self.endpoint
+        pinned = parse_endpoints(endpoint)[0][0] if endpoint is not None else None
+        endpoint = pinned or self.endpoint
         try:
-            return self._attempt(method, request, deadline, self._metadata)
+            # Inside the try: a failed login is translated, and retried elsewhere when
+            # the endpoint was unreachable, like any other request.
+            if self._user is not None and self._token is None:
+                self._authenticate(None, deadline)
+            return self._attempt(method, request, deadline, self._metadata, pinned)
         except grpc.RpcError as exc:
+            # Fail over even when not retrying, so the next call avoids a dead endpoint.
+            self._recover_from(exc, endpoint)
             if not self._should_retry(exc, idempotent):
                 raise self._translate(exc, endpoint) from None
-            self._recover_from(exc, endpoint)
             first_error: BaseException = exc
-        return self._retry(method, request, deadline, idempotent, first_error, endpoint)
+        return self._retry(
+            method, request, deadline, idempotent, first_error, endpoint, pinned
+        )
 
     def _attempt(
         self,
@@ -194,9 +243,24 @@ class Connection:
         request: Any,
         deadline: float | None,
         metadata: tuple[tuple[str, str], ...] | None,
+        pinned: str | None = None,
     ) -> Any:
         remaining = None if deadline is None else max(deadline - time.monotonic(), 0.001)
-        return self._callable(method)(request, timeout=remaining, metadata=metadata)
+        # No local for the callable: a frame kept by an error's traceback must not hold
+        # the channel (grpc.aio keeps its poller thread while any channel object lives).
+        try:
+            return self._callable(method, pinned)(
+                request, timeout=remaining, metadata=metadata
+            )
+        except grpc.RpcError as exc:
+            raise exc.with_traceback(None) from None  # drop gRPC frames: they hold the call
+        except Cancelled:
+            # grpc.aio cancels the calls of a channel that close() closes: that is the
+            # client closing, not the caller's task being cancelled.
+            if not self._closed:
+                raise
+        # Raised outside the handler so the error does not chain gRPC's cancelled call.
+        raise errors.ClientClosedError("the client was closed during the call")
 
     def _should_retry(self, exc: BaseException, idempotent: bool) -> bool:
         if self.retries == 0 or self._closed:
@@ -218,9 +282,11 @@ class Connection:
         idempotent: bool,
         first_error: BaseException,
         first_endpoint: str,
+        pinned: str | None = None,
     ) -> Any:
         tried = [first_endpoint]
         last_error = first_error
+        endpoint = first_endpoint
         budget = None if deadline is None else max(deadline - time.monotonic(), 0.0)
         retrying = Retrying(
             stop=stop_after_attempt(self.retries)
@@ -233,19 +299,23 @@ class Connection:
             for attempt in retrying:
                 with attempt:
                     self.check_usable()
-                    if _status.is_auth_token_error(last_error):
-                        self.authenticate(stale_token=self._token)
-                    endpoint = self.endpoint
+                    endpoint = pinned or self.endpoint
                     if endpoint not in tried:
                         tried.append(endpoint)
                     try:
-                        return self._attempt(method, request, deadline, self._metadata)
+                        if self._user is not None and (
+                            self._token is None or _status.is_auth_token_error(last_error)
+                        ):
+                            self._authenticate(self._token, deadline)
+                        return self._attempt(
+                            method, request, deadline, self._metadata, pinned
+                        )
                     except grpc.RpcError as exc:
                         last_error = exc
                         self._recover_from(exc, endpoint)
                         raise
         except grpc.RpcError as exc:
-            error = self._translate(exc, self.endpoint)
+            error = self._translate(exc, endpoint)  # where the last attempt went
             if isinstance(error, errors.ConnectionFailedError):
                 raise errors.ConnectionFailedError(
                     f"could not connect to any endpoint (tried {', '.join(tried)}): "
@@ -289,6 +359,36 @@ class Connection:
             metadata or None,
         )
 
+    def server_stream(
+        self,
+        method: Method,
+        request: Any,
+        *,
+        timeout: float | None,
+        endpoint: str | None = None,
+    ) -> ResponseStream:
+        """Start a server-streaming call (snapshot, election observe) and return its
+        responses.
+
+        ``timeout`` bounds the whole stream (None: no deadline; the caller decides,
+        since a subscription must outlive the default call deadline).  ``endpoint``
+        pins the call to one member, as in :meth:`unary`.  Streams are not retried.
+        """
+        self.check_usable()
+        if self._user is not None and self._token is None:
+            self.authenticate()
+        target = parse_endpoints(endpoint)[0][0] if endpoint is not None else self.endpoint
+        stream = ServerStream(
+            self.channel(target),
+            method.path,
+            method.serializer,
+            method.deserializer,
+            request,
+            timeout,
+            self._metadata,
+        )
+        return ResponseStream(self, stream, target)
+
     # --- lifecycle -------------------------------------------------------------------------
 
     def close(self) -> None:
@@ -303,3 +403,30 @@ class Connection:
         self._callables.clear()
         for channel in channels:
             close_channel(channel)
+
+
+class ResponseStream:
+    """The responses of one server-streaming call; failures arrive as etcdsync errors."""
+
+    def __init__(self, conn: Connection, stream: ServerStream, endpoint: str) -> None:
+        self._conn = conn
+        self._stream = stream
+        self.endpoint = endpoint
+        self._cancelled = False
+
+    def read(self) -> Any | None:
+        """The next response; None at the end of the stream or after :meth:`cancel`."""
+        if self._cancelled:
+            return None
+        try:
+            return self._stream.read()
+        except grpc.RpcError as exc:
+            if self._cancelled:
+                return None  # our own cancel() ended the call: not a failure
+            self._conn._recover_from(exc, self.endpoint)
+            raise self._conn._translate(exc, self.endpoint) from None
+
+    def cancel(self) -> None:
+        """End the call; a pending or later :meth:`read` returns None."""
+        self._cancelled = True
+        self._stream.cancel()

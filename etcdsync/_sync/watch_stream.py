@@ -147,7 +147,10 @@ class WatchStream:
         if wait_event(self._stop, random.uniform(delay / 2, delay)):
             return
         if failure is not None and _status.is_auth_token_error(failure):
-            self._conn.authenticate(stale_token=None)
+            try:
+                self._conn.authenticate(stale_token=self._conn.token)
+            except errors.EtcdError:
+                pass  # unreachable or refused: the next stream fails and we come back
         elif failure is None or isinstance(self._conn.translate(failure), errors.ConnectionError_):
             self._conn.failover(endpoint)
         with self._lock:

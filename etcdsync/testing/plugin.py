@@ -110,8 +110,8 @@ def etcd_binary(pytestconfig: pytest.Config) -> EtcdBinary:
 def etcd_server(etcd_binary: EtcdBinary) -> Iterator[EtcdServer]:
     """A single-member etcd shared by the whole session."""
     server = EtcdServer(etcd_binary, name="etcdsync-session")
-    server.start()
     try:
+        server.start()
         yield server
     finally:
         server.stop()
@@ -170,8 +170,8 @@ def etcd_server_factory(etcd_binary: EtcdBinary) -> Iterator[EtcdServerFactory]:
 def etcd_cluster(etcd_binary: EtcdBinary) -> Iterator[EtcdCluster]:
     """A 3-member cluster shared by one test module."""
     cluster = EtcdCluster(3, etcd_binary)
-    cluster.start()
     try:
+        cluster.start()
         yield cluster
     finally:
         cluster.stop()

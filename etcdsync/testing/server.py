@@ -13,6 +13,7 @@ the client port would refuse an anonymous health probe).
 from __future__ import annotations
 
 import atexit
+import http.client
 import json
 import os
 import platform
@@ -38,6 +39,7 @@ from typing import Literal
 from .binaries import EtcdBinary, find_etcd
 
 __all__ = [
+    "HTTP_ERRORS",
     "EtcdServer",
     "EtcdStartError",
     "EtcdctlError",
@@ -222,6 +224,11 @@ class Metrics(dict[str, float]):
 
 # Loopback requests must not be sent to an HTTP proxy configured in the environment.
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+
+#: What a probe of a starting, dying or paused etcd may raise. HTTPException is not an
+#: OSError (e.g. IncompleteRead when a member is killed mid-response).
+HTTP_ERRORS: tuple[type[Exception], ...] = (OSError, http.client.HTTPException, ValueError)
 
 
 def _http_get(url: str, timeout: float) -> str:
@@ -707,7 +714,7 @@ class EtcdServer:
                 if body.get("health") in ("true", True):
                     return
                 last_error = f"unhealthy: {body}"
-            except (OSError, ValueError) as exc:
+            except HTTP_ERRORS as exc:
                 # 503 with a JSON body means "up but no leader yet"; keep polling.
                 last_error = repr(exc)
             if time.monotonic() >= deadline:
@@ -806,7 +813,12 @@ class EtcdServer:
 
     def __enter__(self) -> EtcdServer:
         if not self.is_running:
-            self.start()
+            try:
+                self.start()
+            except BaseException:
+                # __exit__ will not run; do not leave a data directory behind.
+                self.stop()
+                raise
         return self
 
     def __exit__(
@@ -828,7 +840,7 @@ class EtcdServer:
         """One ``/health`` probe; False on any error."""
         try:
             body = json.loads(_http_get(self.health_url, timeout=timeout))
-        except (OSError, ValueError):
+        except HTTP_ERRORS:
             return False
         return bool(body.get("health") in ("true", True))
 

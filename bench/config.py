@@ -1,0 +1,246 @@
+"""What is benchmarked: the clients, the workloads, their sizes and metrics."""
+
+# The tables use the multiplication sign on purpose.
+# ruff: noqa: RUF001
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+Kind = Literal["sync", "async", "go"]
+Better = Literal["higher", "lower", "count", "info"]
+
+
+@dataclass(frozen=True)
+class ClientSpec:
+    name: str
+    """Command-line name and table column."""
+    kind: Kind
+    driver: str | None
+    """Script under bench/drivers/ (None: the Go load generator)."""
+    requirements: tuple[str, ...] = ()
+    """pip requirements of its own venv under bench/.venvs/ (empty: the project's)."""
+    env: dict[str, str] = field(default_factory=dict)
+    note: str = ""
+
+    @property
+    def etcdsync(self) -> bool:
+        return self.name.startswith("etcdsync")
+
+
+CLIENTS: tuple[ClientSpec, ...] = (
+    ClientSpec("etcdsync-sync", "sync", "etcdsync_sync.py"),
+    ClientSpec("etcdsync-async", "async", "etcdsync_async.py"),
+    ClientSpec(
+        "etcd3",
+        "sync",
+        "etcd3_driver.py",
+        # etcd3 0.12's Lock.acquire passes tenacity a wait function of the pre-7.0
+        # signature: with a current tenacity every contended acquire raises TypeError.
+        ("etcd3==0.12.0", "tenacity==6.3.1"),
+        # Its generated *_pb2 modules predate protobuf 4: importable only with the
+        # pure-Python protobuf runtime.
+        {"PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION": "python"},
+        note=(
+            "imported with PROTOCOL_BUFFERS_PYTHON_IMPLEMENTATION=python (its generated "
+            "modules do not load on protobuf >= 4's upb runtime); tenacity pinned to 6.3.1 "
+            "(its lock breaks with tenacity >= 7)"
+        ),
+    ),
+    ClientSpec(
+        "pyetcd",
+        "sync",
+        "pyetcd_driver.py",
+        # etcd-sdk-python does not declare its protobuf dependency.
+        ("etcd-sdk-python==0.0.7", "protobuf"),
+        note="package etcd-sdk-python; protobuf added (undeclared dependency)",
+    ),
+    ClientSpec("aetcd", "async", "aetcd_driver.py", ("aetcd==1.0.0",)),
+    ClientSpec("go", "go", None, note="Go clientv3 (Debian golang-etcd-server-dev), the ceiling"),
+)
+
+CLIENTS_BY_NAME = {spec.name: spec for spec in CLIENTS}
+SYNC_PEERS = ("etcd3", "pyetcd")
+ASYNC_PEERS = ("aetcd",)
+
+
+@dataclass(frozen=True)
+class Metric:
+    key: str
+    label: str
+    better: Better
+    digits: int = 0
+
+
+@dataclass(frozen=True)
+class Workload:
+    name: str
+    title: str
+    kinds: tuple[Kind, ...]
+    metrics: tuple[Metric, ...]
+    full: dict[str, Any]
+    quick: dict[str, Any]
+    process_per_rep: bool = False
+    """Run each repetition in a fresh driver process (RSS, leases left)."""
+    count_leases: bool = False
+    """Count the leases left on the server after each repetition."""
+
+    def describe(self, params: dict[str, Any]) -> str:
+        return self.title.format(**params)
+
+
+ALL_KINDS: tuple[Kind, ...] = ("sync", "async", "go")
+_OPS = Metric("ops_s", "ops/s", "higher")
+_P50 = Metric("p50_ms", "p50 ms", "lower", 3)
+_P99 = Metric("p99_ms", "p99 ms", "lower", 3)
+_VALUE = {"value_size": 100}
+_LEASE_TTL = 10
+_LOCK = {"ttl": 10, "timeout": 30}
+
+WORKLOADS: tuple[Workload, ...] = (
+    Workload(
+        "put_seq",
+        "sequential put ({n} × {value_size} B)",
+        ALL_KINDS,
+        (_OPS, _P50, _P99),
+        {"n": 1000, "reps": 3, **_VALUE},
+        {"n": 100, "reps": 1, **_VALUE},
+    ),
+    Workload(
+        "get_seq",
+        "sequential get ({n}, linearizable)",
+        ALL_KINDS,
+        (_OPS, _P50, _P99),
+        {"n": 1000, "reps": 3, **_VALUE},
+        {"n": 100, "reps": 1, **_VALUE},
+    ),
+    Workload(
+        "put_threads",
+        "put, {threads} threads ({n} puts)",
+        ("sync", "go"),
+        (_OPS, _P99),
+        {"n": 3200, "threads": 16, "reps": 3, **_VALUE},
+        {"n": 320, "threads": 16, "reps": 1, **_VALUE},
+    ),
+    Workload(
+        "put_inflight",
+        "put, {inflight} in flight ({n} puts)",
+        ("async", "go"),
+        (_OPS, _P99),
+        {"n": 3200, "inflight": 64, "reps": 3, **_VALUE},
+        {"n": 320, "inflight": 64, "reps": 1, **_VALUE},
+    ),
+    Workload(
+        "range_read",
+        "range read of {keys} keys",
+        ALL_KINDS,
+        (Metric("read_ms", "ms per read", "lower", 1),),
+        {"keys": 10_000, "reps": 5, **_VALUE},
+        {"keys": 1000, "reps": 1, **_VALUE},
+    ),
+    Workload(
+        "watch_delivery",
+        "watch: 1 prefix watcher, {events} events in txns of {batch}",
+        ALL_KINDS,
+        (
+            Metric("events_s", "events/s delivered", "higher"),
+            Metric("cpu_us_per_event", "watcher CPU µs/event", "lower", 1),
+            Metric("lag_ms", "lag after last write ms", "lower", 1),
+            Metric("lost", "events lost (worst)", "count"),
+        ),
+        {"events": 20_000, "batch": 100, "reps": 3, "deadline": 60, **_VALUE},
+        {"events": 2000, "batch": 100, "reps": 1, "deadline": 20, **_VALUE},
+    ),
+    Workload(
+        "watchers_small",
+        "create {n} watchers",
+        ALL_KINDS,
+        (
+            Metric("create_s", "creation s", "lower", 2),
+            Metric("rss_mb", "RSS growth MiB", "lower", 1),
+            Metric("streams", "watch streams used", "count"),
+        ),
+        {"n": 1000, "reps": 3},
+        {"n": 100, "reps": 1},
+        process_per_rep=True,
+    ),
+    Workload(
+        "watchers_large",
+        "create {n} watchers",
+        ALL_KINDS,
+        (
+            Metric("create_s", "creation s", "lower", 2),
+            Metric("rss_mb", "RSS growth MiB", "lower", 1),
+            Metric("streams", "watch streams used", "count"),
+        ),
+        {"n": 10_000, "reps": 3},
+        {"n": 1000, "reps": 1},
+        process_per_rep=True,
+    ),
+    Workload(
+        "leases_small",
+        "keep {n} leases alive (TTL {ttl} s)",
+        ALL_KINDS,
+        (
+            Metric("cpu_pct", "client CPU % of one core", "lower", 1),
+            Metric("renewals_s", "renewals/s", "info"),
+            Metric("lost", "leases lost (worst)", "count"),
+        ),
+        {"n": 1000, "ttl": _LEASE_TTL, "reps": 3},
+        {"n": 100, "ttl": 3, "reps": 1},
+    ),
+    Workload(
+        "leases_large",
+        "keep {n} leases alive (TTL {ttl} s)",
+        ALL_KINDS,
+        (
+            Metric("cpu_pct", "client CPU % of one core", "lower", 1),
+            Metric("renewals_s", "renewals/s", "info"),
+            Metric("lost", "leases lost (worst)", "count"),
+        ),
+        {"n": 10_000, "ttl": _LEASE_TTL, "reps": 3},
+        {"n": 1000, "ttl": 3, "reps": 1},
+    ),
+    Workload(
+        "lock_uncontended",
+        "lock acquire+release, uncontended ({cycles} cycles)",
+        ALL_KINDS,
+        (
+            Metric("cycles_s", "cycles/s", "higher"),
+            Metric("p50_ms", "p50 ms", "lower", 2),
+            Metric("leases_left", "leases left after", "count"),
+        ),
+        {"cycles": 200, "reps": 3, **_LOCK},
+        {"cycles": 20, "reps": 1, **_LOCK},
+        process_per_rep=True,
+        count_leases=True,
+    ),
+    Workload(
+        "lock_contended",
+        "lock, {procs} processes × {cycles} contended cycles",
+        ALL_KINDS,
+        (
+            Metric("wall_s", "wall s", "lower", 2),
+            Metric("handoff_p50_ms", "handoff p50 ms", "lower", 1),
+            Metric("handoff_p99_ms", "handoff p99 ms", "lower", 1),
+            Metric("switches", "holder changes", "info"),
+            Metric("failures", "failed cycles (worst)", "count"),
+            Metric("overlaps", "exclusion violations (worst)", "count"),
+            Metric("leases_left", "leases left after", "count"),
+        ),
+        {"procs": 4, "cycles": 200, "reps": 3, **_LOCK},
+        {"procs": 4, "cycles": 10, "reps": 1, **_LOCK},
+        process_per_rep=True,
+        count_leases=True,
+    ),
+)
+
+WORKLOADS_BY_NAME = {w.name: w for w in WORKLOADS}
+
+
+def lease_timing(params: dict[str, Any]) -> dict[str, Any]:
+    """Windows of one renewal period (TTL/3): every lease is renewed about once
+    in each, whatever the phase; the warm-up covers the first renewal wave."""
+    period = params["ttl"] / 3
+    return {"window": round(period, 3), "warmup": round(period + 1.0, 3)}

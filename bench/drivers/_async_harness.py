@@ -1,0 +1,351 @@
+"""The workloads, for asyncio clients (in-flight tasks for concurrency).
+
+The same loops as ``_sync_harness`` with ``await``; adapters translate a
+handful of operations into each library's natural calls.  Standard library only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import traceback
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, Protocol
+
+import _common as c
+
+
+class KeepaliveStats(Protocol):
+    renewals: int
+    lost: int
+
+    async def stop(self) -> None: ...
+
+
+class AsyncAdapter(Protocol):
+    def versions(self) -> dict[str, str]: ...
+    async def connect(self) -> None: ...
+    async def close(self) -> None: ...
+    async def put(self, key: bytes, value: bytes) -> None: ...
+    async def get(self, key: bytes) -> object: ...
+    async def get_prefix(self, prefix: bytes) -> int: ...
+    async def delete_prefix(self, prefix: bytes) -> None: ...
+    async def watch_prefix(
+        self, prefix: bytes
+    ) -> tuple[AsyncIterator[Sequence[bytes]], Callable[[], Awaitable[None]]]: ...
+    async def watch_key(self, key: bytes) -> object: ...
+    async def grant(self, ttl: int) -> Any: ...
+    async def keep_alive(self, leases: list[Any], ttl: int) -> KeepaliveStats: ...
+    async def lock_cycle(
+        self, name: str, ttl: int, timeout: float, body: Callable[[], None]
+    ) -> bool: ...
+
+
+class RefreshLoop:
+    """Keepalive for clients without a keepalive manager: what their users write.
+
+    ``tasks`` tasks each own a slice of the leases and renew each one a third of
+    the TTL after its previous renewal with the library's one-shot refresh call,
+    which returns the TTL the server answered (0: expired).
+    """
+
+    def __init__(
+        self,
+        refresh: Callable[[Any], Awaitable[int]],
+        leases: list[Any],
+        ttl: int,
+        tasks: int = 64,
+    ) -> None:
+        self.renewals = 0
+        self.lost = 0
+        self._refresh = refresh
+        self._period = ttl / 3
+        self._tasks = [asyncio.create_task(self._run(leases[i::tasks])) for i in range(tasks)]
+
+    async def _run(self, leases: list[Any]) -> None:
+        loop = asyncio.get_running_loop()
+        due = [loop.time() + self._period] * len(leases)
+        while True:
+            for i, lease in enumerate(leases):
+                delay = due[i] - loop.time()
+                if delay > 0:
+                    await asyncio.sleep(delay)
+                try:
+                    ttl = await self._refresh(lease)
+                except Exception:
+                    ttl = 0
+                if ttl > 0:
+                    self.renewals += 1
+                else:
+                    self.lost += 1
+                due[i] = loop.time() + self._period
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+
+
+async def _warmup(a: AsyncAdapter, prefix: bytes) -> None:
+    for _ in range(20):
+        await a.put(prefix + b"warmup", b"x")
+        await a.get(prefix + b"warmup")
+
+
+async def put_seq(a: AsyncAdapter, p: dict[str, Any]) -> None:
+    value = b"v" * p["value_size"]
+    await _warmup(a, p["prefix"])
+    for rep in range(p["reps"]):
+        keys = [b"%sput/%d/%08d" % (p["prefix"], rep, i) for i in range(p["n"])]
+        lat = []
+        start = time.perf_counter()
+        for key in keys:
+            t = time.perf_counter()
+            await a.put(key, value)
+            lat.append(time.perf_counter() - t)
+        wall = time.perf_counter() - start
+        c.result("put_seq", rep, **c.latency_metrics(lat, len(keys), wall))
+
+
+async def get_seq(a: AsyncAdapter, p: dict[str, Any]) -> None:
+    key = p["prefix"] + b"get/key"
+    await a.put(key, b"v" * p["value_size"])
+    await _warmup(a, p["prefix"])
+    for rep in range(p["reps"]):
+        lat = []
+        start = time.perf_counter()
+        for _ in range(p["n"]):
+            t = time.perf_counter()
+            await a.get(key)
+            lat.append(time.perf_counter() - t)
+        wall = time.perf_counter() - start
+        c.result("get_seq", rep, **c.latency_metrics(lat, p["n"], wall))
+
+
+async def put_inflight(a: AsyncAdapter, p: dict[str, Any]) -> None:
+    value = b"v" * p["value_size"]
+    inflight = p["inflight"]
+    await _warmup(a, p["prefix"])
+    per_task = p["n"] // inflight
+
+    async def work(keys: list[bytes], lat: list[float]) -> None:
+        for key in keys:
+            t = time.perf_counter()
+            await a.put(key, value)
+            lat.append(time.perf_counter() - t)
+
+    for rep in range(p["reps"]):
+        lats: list[list[float]] = [[] for _ in range(inflight)]
+        keys = [
+            [b"%sput64/%d/%d/%d" % (p["prefix"], rep, t, i) for i in range(per_task)]
+            for t in range(inflight)
+        ]
+        start = time.perf_counter()
+        await asyncio.gather(*(work(keys[t], lats[t]) for t in range(inflight)))
+        wall = time.perf_counter() - start
+        flat = [x for lat in lats for x in lat]
+        c.result("put_inflight", rep, **c.latency_metrics(flat, len(flat), wall))
+
+
+async def range_read(a: AsyncAdapter, p: dict[str, Any], endpoint: str) -> None:
+    prefix = p["prefix"] + b"range/"
+    await asyncio.to_thread(c.preload, p, endpoint, prefix, p["keys"], p["value_size"])
+    if await a.get_prefix(prefix) != p["keys"]:  # also warms up
+        raise RuntimeError("range read returned the wrong number of keys")
+    for rep in range(p["reps"]):
+        start = time.perf_counter()
+        count = await a.get_prefix(prefix)
+        wall = time.perf_counter() - start
+        if count != p["keys"]:
+            raise RuntimeError(f"range read returned {count} keys, not {p['keys']}")
+        c.result("range_read", rep, read_ms=wall * 1e3, keys_s=count / wall)
+
+
+async def watch_delivery(a: AsyncAdapter, p: dict[str, Any], endpoint: str) -> None:
+    await _warmup(a, p["prefix"])
+    for rep in range(p["reps"]):
+        prefix = b"%swatch/%d/" % (p["prefix"], rep)
+        events, cancel = await a.watch_prefix(prefix)
+        delivery = c.Delivery(p["events"])
+        writer = c.start_writer(p, endpoint, prefix, p["events"], p["batch"], p["value_size"])
+        last = [time.time()]
+        cpu0 = time.process_time()
+        try:
+            await asyncio.wait_for(_consume(events, delivery, last), p["deadline"])
+        except asyncio.TimeoutError:
+            pass  # counted as lost events
+        finally:
+            await cancel()
+        cpu = time.process_time() - cpu0
+        report = await asyncio.to_thread(c.finish_writer, writer, p["deadline"])
+        c.result("watch_delivery", rep, **c.watch_metrics(delivery, report, last[0], cpu))
+        await a.delete_prefix(prefix)
+
+
+async def _consume(
+    events: AsyncIterator[Sequence[bytes]], delivery: c.Delivery, last: list[float]
+) -> None:
+    async for keys in events:
+        done = delivery.add(keys)
+        last[0] = time.time()
+        if done:
+            return
+
+
+async def watchers(a: AsyncAdapter, p: dict[str, Any], workload: str) -> None:
+    await _warmup(a, p["prefix"])
+    streams0, watchers0 = c.watch_gauges(p["metrics_url"])
+    rss0 = c.rss_mb()
+    keys = [b"%swatchers/%08d" % (p["prefix"], i) for i in range(p["n"])]
+    start = time.perf_counter()
+    handles = [await a.watch_key(key) for key in keys]
+    wall = time.perf_counter() - start
+    rss1 = c.rss_mb()
+    streams1, watchers1 = c.watch_gauges(p["metrics_url"])
+    c.result(
+        workload,
+        p["rep"],
+        create_s=wall,
+        rss_mb=rss1 - rss0,
+        streams=streams1 - streams0,
+        server_watchers=watchers1 - watchers0,
+    )
+    del handles
+
+
+async def leases(a: AsyncAdapter, p: dict[str, Any], workload: str) -> None:
+    ttl = p["ttl"]
+    semaphore = asyncio.Semaphore(64)
+
+    async def grant() -> Any:
+        async with semaphore:
+            return await a.grant(ttl)
+
+    granted = await asyncio.gather(*(grant() for _ in range(p["n"])))
+    stats = await a.keep_alive(list(granted), ttl)
+    await asyncio.sleep(p["warmup"])
+    for rep in range(p["reps"]):
+        renewals0 = stats.renewals
+        cpu0, wall0 = time.process_time(), time.monotonic()
+        await asyncio.sleep(p["window"])
+        cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
+        renewals = stats.renewals - renewals0
+        c.result(
+            workload,
+            rep,
+            cpu_pct=cpu / wall * 100,
+            renewals_s=renewals / wall,
+            expected_renewals_s=p["n"] / (ttl / 3),
+            cpu_us_per_renewal=cpu / renewals * 1e6 if renewals else float("nan"),
+            lost=stats.lost,
+        )
+    await stats.stop()
+
+
+async def lock_uncontended(a: AsyncAdapter, p: dict[str, Any]) -> None:
+    name = p["prefix"].decode() + "lock/solo"
+    for _ in range(3):
+        await a.lock_cycle(name, p["ttl"], p["timeout"], _noop)
+    for rep in range(p["reps"]):
+        lat = []
+        failures = 0
+        start = time.perf_counter()
+        for _ in range(p["cycles"]):
+            t = time.perf_counter()
+            if await a.lock_cycle(name, p["ttl"], p["timeout"], _noop):
+                lat.append(time.perf_counter() - t)
+            else:
+                failures += 1
+        wall = time.perf_counter() - start
+        metrics = c.latency_metrics(lat, len(lat), wall)
+        c.result(
+            "lock_uncontended",
+            rep,
+            cycles_s=metrics["ops_s"],
+            p50_ms=metrics["p50_ms"],
+            p99_ms=metrics["p99_ms"],
+            failures=failures,
+        )
+
+
+async def lock_contended(p: dict[str, Any], endpoint: str) -> None:
+    for rep in range(p["reps"]):
+        name = f"{p['prefix'].decode()}lock/contended/{rep}"
+        params = dict(p, prefix=p["prefix"].decode())
+        metrics = await asyncio.to_thread(
+            c.run_contenders, endpoint, params, name, p["procs"], p["cycles"]
+        )
+        c.result("lock_contended", rep, **metrics)
+
+
+async def contender(a: AsyncAdapter, p: dict[str, Any]) -> None:
+    await a.get(b"warmup")
+    await asyncio.to_thread(c.contender_ready)
+    intervals: list[tuple[float, float]] = []
+    failures = 0
+
+    def body() -> None:
+        acquired = time.time()
+        intervals.append((acquired, time.time()))
+
+    for _ in range(p["cycles"]):
+        try:
+            if not await a.lock_cycle(p["lock_name"], p["ttl"], p["timeout"], body):
+                failures += 1
+        except Exception:
+            traceback.print_exc()
+            failures += 1
+    c.contender_report(intervals, failures)
+
+
+def main(make_adapter: Callable[[str], AsyncAdapter], client: str) -> None:
+    asyncio.run(_main(make_adapter, client))
+
+
+async def _main(make_adapter: Callable[[str], AsyncAdapter], client: str) -> None:
+    args = c.parse_args()
+    p = dict(args.params)
+    p["prefix"] = p.get("prefix", "bench/").encode()
+    adapter = make_adapter(args.endpoint)
+    await adapter.connect()
+    try:
+        if args.role == "contender":
+            await contender(adapter, p)
+            return
+        c.emit("meta", client=client, versions=adapter.versions())
+        await run(adapter, args.workload, p, args.endpoint)
+    finally:
+        await adapter.close()
+
+
+async def run(a: AsyncAdapter, workload: str, p: dict[str, Any], endpoint: str) -> None:
+    try:
+        if workload == "put_seq":
+            await put_seq(a, p)
+        elif workload == "get_seq":
+            await get_seq(a, p)
+        elif workload == "put_inflight":
+            await put_inflight(a, p)
+        elif workload == "range_read":
+            await range_read(a, p, endpoint)
+        elif workload == "watch_delivery":
+            await watch_delivery(a, p, endpoint)
+        elif workload.startswith("watchers"):
+            await watchers(a, p, workload)
+        elif workload.startswith("leases"):
+            await leases(a, p, workload)
+        elif workload == "lock_uncontended":
+            await lock_uncontended(a, p)
+        elif workload == "lock_contended":
+            # Probe the recipe first so a missing one is a skip, not 4 crashes.
+            probe = p["prefix"].decode() + "lock/probe"
+            await a.lock_cycle(probe, p["ttl"], p["timeout"], _noop)
+            await lock_contended(p, endpoint)
+        else:
+            raise c.Unsupported(f"no such workload for an async client: {workload}")
+    except c.Unsupported as exc:
+        c.skip(workload, str(exc))
+
+
+def _noop() -> None:
+    pass

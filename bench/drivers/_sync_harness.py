@@ -1,0 +1,348 @@
+"""The workloads, for clients with a blocking API (threads for concurrency).
+
+Each driver script supplies an adapter: a thin translation of a handful of
+operations into its library's natural calls.  Everything measured is here, so
+every client runs literally the same loop.  Standard library only.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+import traceback
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any, Protocol
+
+import _common as c
+
+
+class KeepaliveStats(Protocol):
+    renewals: int
+    lost: int
+
+    def stop(self) -> None: ...
+
+
+class SyncAdapter(Protocol):
+    def versions(self) -> dict[str, str]: ...
+    def close(self) -> None: ...
+    def put(self, key: bytes, value: bytes) -> None: ...
+    def get(self, key: bytes) -> object: ...
+    def get_prefix(self, prefix: bytes) -> int: ...
+    def delete_prefix(self, prefix: bytes) -> None: ...
+    def watch_prefix(
+        self, prefix: bytes
+    ) -> tuple[Iterator[Sequence[bytes]], Callable[[], None]]: ...
+    def watch_key(self, key: bytes) -> object: ...
+    def grant(self, ttl: int) -> Any: ...
+    def keep_alive(self, leases: list[Any], ttl: int) -> KeepaliveStats: ...
+    def lock_cycle(self, name: str, ttl: int, timeout: float, body: Callable[[], None]) -> bool: ...
+
+
+class RefreshLoop:
+    """Keepalive for clients without a keepalive manager: what their users write.
+
+    ``threads`` threads each own a slice of the leases and renew each one a third
+    of the TTL after its previous renewal with the library's one-shot refresh
+    call.  ``refresh(lease)`` returns the TTL the server answered (0: expired).
+    """
+
+    def __init__(
+        self, refresh: Callable[[Any], int], leases: list[Any], ttl: int, threads: int = 16
+    ) -> None:
+        self.renewals = 0
+        self.lost = 0
+        self._refresh = refresh
+        self._period = ttl / 3
+        self._stop = threading.Event()
+        self._lock = threading.Lock()
+        self._threads = [
+            threading.Thread(target=self._run, args=(leases[i::threads],), daemon=True)
+            for i in range(threads)
+        ]
+        for thread in self._threads:
+            thread.start()
+
+    def _run(self, leases: list[Any]) -> None:
+        now = time.monotonic()
+        due = [now + self._period] * len(leases)
+        while not self._stop.is_set():
+            for i, lease in enumerate(leases):
+                delay = due[i] - time.monotonic()
+                if delay > 0 and self._stop.wait(delay):
+                    return
+                try:
+                    ttl = self._refresh(lease)
+                except Exception:
+                    ttl = 0
+                with self._lock:
+                    if ttl > 0:
+                        self.renewals += 1
+                    else:
+                        self.lost += 1
+                due[i] = time.monotonic() + self._period
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def _warmup(a: SyncAdapter, prefix: bytes) -> None:
+    for _ in range(20):
+        a.put(prefix + b"warmup", b"x")
+        a.get(prefix + b"warmup")
+
+
+def put_seq(a: SyncAdapter, p: dict[str, Any]) -> None:
+    value = b"v" * p["value_size"]
+    _warmup(a, p["prefix"])
+    for rep in range(p["reps"]):
+        keys = [b"%sput/%d/%08d" % (p["prefix"], rep, i) for i in range(p["n"])]
+        lat = []
+        start = time.perf_counter()
+        for key in keys:
+            t = time.perf_counter()
+            a.put(key, value)
+            lat.append(time.perf_counter() - t)
+        wall = time.perf_counter() - start
+        c.result("put_seq", rep, **c.latency_metrics(lat, len(keys), wall))
+
+
+def get_seq(a: SyncAdapter, p: dict[str, Any]) -> None:
+    key = p["prefix"] + b"get/key"
+    a.put(key, b"v" * p["value_size"])
+    _warmup(a, p["prefix"])
+    for rep in range(p["reps"]):
+        lat = []
+        start = time.perf_counter()
+        for _ in range(p["n"]):
+            t = time.perf_counter()
+            a.get(key)
+            lat.append(time.perf_counter() - t)
+        wall = time.perf_counter() - start
+        c.result("get_seq", rep, **c.latency_metrics(lat, p["n"], wall))
+
+
+def put_threads(a: SyncAdapter, p: dict[str, Any]) -> None:
+    value = b"v" * p["value_size"]
+    threads = p["threads"]
+    _warmup(a, p["prefix"])
+    per_thread = p["n"] // threads
+
+    def work(keys: list[bytes], lat: list[float], barrier: threading.Barrier) -> None:
+        barrier.wait()
+        for key in keys:
+            t = time.perf_counter()
+            a.put(key, value)
+            lat.append(time.perf_counter() - t)
+
+    for rep in range(p["reps"]):
+        lats: list[list[float]] = [[] for _ in range(threads)]
+        barrier = threading.Barrier(threads + 1)
+        pool = [
+            threading.Thread(
+                target=work,
+                args=(
+                    [b"%sput16/%d/%d/%d" % (p["prefix"], rep, t, i) for i in range(per_thread)],
+                    lats[t],
+                    barrier,
+                ),
+            )
+            for t in range(threads)
+        ]
+        for thread in pool:
+            thread.start()
+        barrier.wait()
+        start = time.perf_counter()
+        for thread in pool:
+            thread.join()
+        wall = time.perf_counter() - start
+        flat = [x for lat in lats for x in lat]
+        c.result("put_threads", rep, **c.latency_metrics(flat, len(flat), wall))
+
+
+def range_read(a: SyncAdapter, p: dict[str, Any], endpoint: str) -> None:
+    prefix = p["prefix"] + b"range/"
+    c.preload(p, endpoint, prefix, p["keys"], p["value_size"])
+    if a.get_prefix(prefix) != p["keys"]:  # also warms up
+        raise RuntimeError("range read returned the wrong number of keys")
+    for rep in range(p["reps"]):
+        start = time.perf_counter()
+        count = a.get_prefix(prefix)
+        wall = time.perf_counter() - start
+        if count != p["keys"]:
+            raise RuntimeError(f"range read returned {count} keys, not {p['keys']}")
+        c.result("range_read", rep, read_ms=wall * 1e3, keys_s=count / wall)
+
+
+def watch_delivery(a: SyncAdapter, p: dict[str, Any], endpoint: str) -> None:
+    _warmup(a, p["prefix"])
+    for rep in range(p["reps"]):
+        prefix = b"%swatch/%d/" % (p["prefix"], rep)
+        events, cancel = a.watch_prefix(prefix)
+        delivery = c.Delivery(p["events"])
+        writer = c.start_writer(p, endpoint, prefix, p["events"], p["batch"], p["value_size"])
+        # The deadline ends a watcher that stopped delivering (events lost).
+        timer = threading.Timer(p["deadline"], cancel)
+        timer.start()
+        last = time.time()
+        cpu0 = time.process_time()
+        try:
+            for keys in events:
+                done = delivery.add(keys)
+                last = time.time()
+                if done:
+                    break
+        finally:
+            timer.cancel()
+            cancel()
+        cpu = time.process_time() - cpu0
+        report = c.finish_writer(writer, timeout=p["deadline"])
+        c.result("watch_delivery", rep, **c.watch_metrics(delivery, report, last, cpu))
+        a.delete_prefix(prefix)
+
+
+def watchers(a: SyncAdapter, p: dict[str, Any], workload: str) -> None:
+    _warmup(a, p["prefix"])
+    streams0, watchers0 = c.watch_gauges(p["metrics_url"])
+    rss0 = c.rss_mb()
+    keys = [b"%swatchers/%08d" % (p["prefix"], i) for i in range(p["n"])]
+    start = time.perf_counter()
+    handles = [a.watch_key(key) for key in keys]
+    wall = time.perf_counter() - start
+    rss1 = c.rss_mb()
+    streams1, watchers1 = c.watch_gauges(p["metrics_url"])
+    c.result(
+        workload,
+        p["rep"],
+        create_s=wall,
+        rss_mb=rss1 - rss0,
+        streams=streams1 - streams0,
+        server_watchers=watchers1 - watchers0,
+    )
+    del handles
+
+
+def leases(a: SyncAdapter, p: dict[str, Any], workload: str) -> None:
+    ttl = p["ttl"]
+    with ThreadPoolExecutor(16) as pool:
+        granted = list(pool.map(lambda _: a.grant(ttl), range(p["n"])))
+    stats = a.keep_alive(granted, ttl)
+    time.sleep(p["warmup"])
+    for rep in range(p["reps"]):
+        renewals0 = stats.renewals
+        cpu0, wall0 = time.process_time(), time.monotonic()
+        time.sleep(p["window"])
+        cpu, wall = time.process_time() - cpu0, time.monotonic() - wall0
+        renewals = stats.renewals - renewals0
+        c.result(
+            workload,
+            rep,
+            cpu_pct=cpu / wall * 100,
+            renewals_s=renewals / wall,
+            expected_renewals_s=p["n"] / (ttl / 3),
+            cpu_us_per_renewal=cpu / renewals * 1e6 if renewals else float("nan"),
+            lost=stats.lost,
+        )
+    stats.stop()
+
+
+def lock_uncontended(a: SyncAdapter, p: dict[str, Any]) -> None:
+    name = p["prefix"].decode() + "lock/solo"
+    for _ in range(3):
+        a.lock_cycle(name, p["ttl"], p["timeout"], lambda: None)
+    for rep in range(p["reps"]):
+        lat = []
+        failures = 0
+        start = time.perf_counter()
+        for _ in range(p["cycles"]):
+            t = time.perf_counter()
+            if a.lock_cycle(name, p["ttl"], p["timeout"], lambda: None):
+                lat.append(time.perf_counter() - t)
+            else:
+                failures += 1
+        wall = time.perf_counter() - start
+        metrics = c.latency_metrics(lat, len(lat), wall)
+        c.result(
+            "lock_uncontended",
+            rep,
+            cycles_s=metrics["ops_s"],
+            p50_ms=metrics["p50_ms"],
+            p99_ms=metrics["p99_ms"],
+            failures=failures,
+        )
+
+
+def lock_contended(p: dict[str, Any], endpoint: str) -> None:
+    for rep in range(p["reps"]):
+        name = f"{p['prefix'].decode()}lock/contended/{rep}"
+        params = dict(p, prefix=p["prefix"].decode())
+        metrics = c.run_contenders(endpoint, params, name, p["procs"], p["cycles"])
+        c.result("lock_contended", rep, **metrics)
+
+
+def contender(a: SyncAdapter, p: dict[str, Any]) -> None:
+    a.get(b"warmup")
+    c.contender_ready()
+    intervals: list[tuple[float, float]] = []
+    failures = 0
+
+    def body() -> None:
+        acquired = time.time()
+        intervals.append((acquired, time.time()))
+
+    for _ in range(p["cycles"]):
+        try:
+            if not a.lock_cycle(p["lock_name"], p["ttl"], p["timeout"], body):
+                failures += 1
+        except Exception:
+            traceback.print_exc()
+            failures += 1
+    c.contender_report(intervals, failures)
+
+
+def main(make_adapter: Callable[[str], SyncAdapter], client: str) -> None:
+    args = c.parse_args()
+    p = dict(args.params)
+    p["prefix"] = p.get("prefix", "bench/").encode()
+    adapter = make_adapter(args.endpoint)
+    try:
+        if args.role == "contender":
+            contender(adapter, p)
+            return
+        c.emit("meta", client=client, versions=adapter.versions())
+        run(adapter, args.workload, p, args.endpoint)
+    finally:
+        adapter.close()
+
+
+def run(a: SyncAdapter, workload: str, p: dict[str, Any], endpoint: str) -> None:
+    try:
+        if workload == "put_seq":
+            put_seq(a, p)
+        elif workload == "get_seq":
+            get_seq(a, p)
+        elif workload == "put_threads":
+            put_threads(a, p)
+        elif workload == "range_read":
+            range_read(a, p, endpoint)
+        elif workload == "watch_delivery":
+            watch_delivery(a, p, endpoint)
+        elif workload.startswith("watchers"):
+            watchers(a, p, workload)
+        elif workload.startswith("leases"):
+            leases(a, p, workload)
+        elif workload == "lock_uncontended":
+            lock_uncontended(a, p)
+        elif workload == "lock_contended":
+            # Probe the recipe first so a missing one is a skip, not 4 crashes.
+            a.lock_cycle(p["prefix"].decode() + "lock/probe", p["ttl"], p["timeout"], _noop)
+            lock_contended(p, endpoint)
+        else:
+            raise c.Unsupported(f"no such workload for a sync client: {workload}")
+    except c.Unsupported as exc:
+        c.skip(workload, str(exc))
+
+
+def _noop() -> None:
+    pass

@@ -1,0 +1,100 @@
+"""Driver for etcdsync's ``AsyncClient`` (runs in the project's .venv)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any
+
+import _async_harness as h
+from _common import Unsupported
+
+from etcdsync import AsyncClient, Lease, LeaseKeepAliveResult, errors
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self.renewals = 0
+        self.lost = 0
+        self._handles: list[Any] = []
+
+    def __call__(self, item: LeaseKeepAliveResult | errors.LeaseExpiredError) -> None:
+        if isinstance(item, LeaseKeepAliveResult):
+            self.renewals += 1
+        else:
+            self.lost += 1
+
+    async def stop(self) -> None:
+        for handle in self._handles:
+            handle.close()
+
+
+class Adapter:
+    def __init__(self, endpoint: str) -> None:
+        self.endpoint = endpoint
+
+    async def connect(self) -> None:
+        self.client = AsyncClient(self.endpoint, timeout=30)
+
+    def versions(self) -> dict[str, str]:
+        return {
+            "etcdsync": importlib.metadata.version("etcdsync"),
+            "grpcio": importlib.metadata.version("grpcio"),
+            "protobuf": importlib.metadata.version("protobuf"),
+        }
+
+    async def close(self) -> None:
+        await self.client.close()
+
+    async def put(self, key: bytes, value: bytes) -> None:
+        await self.client.put(key, value)
+
+    async def get(self, key: bytes) -> object:
+        return await self.client.get(key)
+
+    async def get_prefix(self, prefix: bytes) -> int:
+        return len((await self.client.get(prefix, prefix=True)).kvs)
+
+    async def delete_prefix(self, prefix: bytes) -> None:
+        await self.client.delete(prefix, prefix=True)
+
+    async def watch_prefix(
+        self, prefix: bytes
+    ) -> tuple[AsyncIterator[Sequence[bytes]], Callable[[], Awaitable[None]]]:
+        watcher = await self.client.watch(prefix, prefix=True)
+
+        async def batches() -> AsyncIterator[Sequence[bytes]]:
+            async for batch in watcher:
+                yield [event.kv.key for event in batch.events]
+
+        return batches(), watcher.cancel
+
+    async def watch_key(self, key: bytes) -> object:
+        return await self.client.watch(key)
+
+    async def grant(self, ttl: int) -> Lease:
+        return await self.client.grant(ttl)
+
+    async def keep_alive(self, leases: list[Any], ttl: int) -> h.KeepaliveStats:
+        counter = _Counter()
+        for lease in leases:
+            handle = self.client.keep_alive(lease)
+            handle.add_callback(counter)
+            counter._handles.append(handle)
+        return counter
+
+    async def lock_cycle(
+        self, name: str, ttl: int, timeout: float, body: Callable[[], None]
+    ) -> bool:
+        try:
+            async with self.client.lock(name, ttl=ttl, timeout=timeout):
+                body()
+        except NotImplementedError as exc:
+            raise Unsupported("etcdsync's Mutex is not implemented yet") from exc
+        except errors.Timeout:
+            return False
+        return True
+
+
+if __name__ == "__main__":
+    h.main(Adapter, "etcdsync-async")

@@ -1,0 +1,96 @@
+"""Driver for etcdsync's threaded ``Client`` (runs in the project's .venv)."""
+
+from __future__ import annotations
+
+import importlib.metadata
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any
+
+import _sync_harness as h
+from _common import Unsupported
+
+from etcdsync import Client, Lease, LeaseKeepAliveResult, errors
+
+
+class _Counter:
+    def __init__(self) -> None:
+        self.renewals = 0
+        self.lost = 0
+        self._lock = threading.Lock()
+        self._handles: list[Any] = []
+
+    def __call__(self, item: LeaseKeepAliveResult | errors.LeaseExpiredError) -> None:
+        with self._lock:
+            if isinstance(item, LeaseKeepAliveResult):
+                self.renewals += 1
+            else:
+                self.lost += 1
+
+    def stop(self) -> None:
+        for handle in self._handles:
+            handle.close()
+
+
+class Adapter:
+    def __init__(self, endpoint: str) -> None:
+        self.client = Client(endpoint, timeout=30)
+
+    def versions(self) -> dict[str, str]:
+        return {
+            "etcdsync": importlib.metadata.version("etcdsync"),
+            "grpcio": importlib.metadata.version("grpcio"),
+            "protobuf": importlib.metadata.version("protobuf"),
+        }
+
+    def close(self) -> None:
+        self.client.close()
+
+    def put(self, key: bytes, value: bytes) -> None:
+        self.client.put(key, value)
+
+    def get(self, key: bytes) -> object:
+        return self.client.get(key)
+
+    def get_prefix(self, prefix: bytes) -> int:
+        return len(self.client.get(prefix, prefix=True).kvs)
+
+    def delete_prefix(self, prefix: bytes) -> None:
+        self.client.delete(prefix, prefix=True)
+
+    def watch_prefix(self, prefix: bytes) -> tuple[Iterator[Sequence[bytes]], Callable[[], None]]:
+        watcher = self.client.watch(prefix, prefix=True)
+
+        def batches() -> Iterator[Sequence[bytes]]:
+            for batch in watcher:
+                yield [event.kv.key for event in batch.events]
+
+        return batches(), watcher.cancel
+
+    def watch_key(self, key: bytes) -> object:
+        return self.client.watch(key)
+
+    def grant(self, ttl: int) -> Lease:
+        return self.client.grant(ttl)
+
+    def keep_alive(self, leases: list[Any], ttl: int) -> h.KeepaliveStats:
+        counter = _Counter()
+        for lease in leases:
+            handle = self.client.keep_alive(lease)
+            handle.add_callback(counter)
+            counter._handles.append(handle)
+        return counter
+
+    def lock_cycle(self, name: str, ttl: int, timeout: float, body: Callable[[], None]) -> bool:
+        try:
+            with self.client.lock(name, ttl=ttl, timeout=timeout):
+                body()
+        except NotImplementedError as exc:
+            raise Unsupported("etcdsync's Mutex is not implemented yet") from exc
+        except errors.Timeout:
+            return False
+        return True
+
+
+if __name__ == "__main__":
+    h.main(Adapter, "etcdsync-sync")

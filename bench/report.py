@@ -1,0 +1,342 @@
+"""Turn a run into the results table, the target checks and bench/RESULTS.md."""
+
+# The tables use the multiplication sign on purpose.
+# ruff: noqa: RUF001
+
+from __future__ import annotations
+
+import math
+import statistics
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from .config import ASYNC_PEERS, CLIENTS_BY_NAME, SYNC_PEERS, WORKLOADS_BY_NAME, Metric
+from .runner import Run
+
+PEERS = (*SYNC_PEERS, *ASYNC_PEERS)
+
+
+@dataclass(frozen=True)
+class Stat:
+    median: float
+    extreme: float
+    """min over the repetitions; for counts, the worst (max)."""
+    n: int
+
+
+def stat(run: Run, client: str, workload: str, key: str) -> Stat | None:
+    outcome = run.outcomes.get(client, {}).get(workload)
+    if outcome is None:
+        return None
+    values = [
+        float(rep[key])
+        for rep in outcome.reps
+        if key in rep and isinstance(rep[key], int | float) and math.isfinite(rep[key])
+    ]
+    if not values:
+        return None
+    metric = _metric(workload, key)
+    extreme = max(values) if metric.better == "count" else min(values)
+    return Stat(statistics.median(values), extreme, len(values))
+
+
+def _metric(workload: str, key: str) -> Metric:
+    for metric in WORKLOADS_BY_NAME[workload].metrics:
+        if metric.key == key:
+            return metric
+    raise KeyError(key)
+
+
+def median(run: Run, client: str, workload: str, key: str) -> float | None:
+    s = stat(run, client, workload, key)
+    return None if s is None else s.median
+
+
+def advantage(mine: float | None, other: float | None, better: str) -> float | None:
+    """How many times better ``mine`` is than ``other`` (> 1: mine is better)."""
+    if mine is None or other is None or mine <= 0 or other <= 0:
+        return None
+    return mine / other if better == "higher" else other / mine
+
+
+def best_of(run: Run, clients: tuple[str, ...], workload: str, key: str) -> float | None:
+    values = [v for c in clients if (v := median(run, c, workload, key)) is not None]
+    if not values:
+        return None
+    return max(values) if _metric(workload, key).better == "higher" else min(values)
+
+
+def _fmt(value: float, digits: int) -> str:
+    if digits == 0 or abs(value) >= 1000:
+        return f"{value:,.0f}"
+    return f"{value:,.{digits}f}"
+
+
+def _ratio(value: float | None) -> str:
+    return "" if value is None else f"{value:.2f}×"
+
+
+# --- the table -------------------------------------------------------------------------
+
+RATIO_COLUMNS: tuple[tuple[str, str, tuple[str, ...]], ...] = (
+    ("sync ÷ best sync peer", "etcdsync-sync", SYNC_PEERS),
+    ("async ÷ best async peer", "etcdsync-async", ASYNC_PEERS),
+    ("sync ÷ Go", "etcdsync-sync", ("go",)),
+    ("async ÷ Go", "etcdsync-async", ("go",)),
+)
+
+
+def table(run: Run) -> str:
+    clients = [c for c in run.clients if c in run.outcomes]
+    header = ["workload", "metric", *clients, *(name for name, _, _ in RATIO_COLUMNS)]
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join("---" for _ in header) + "|",
+    ]
+    notes: list[str] = []
+    for name in run.workloads:
+        workload = WORKLOADS_BY_NAME[name]
+        params = _params(run, name)
+        title = workload.describe(params) if params else name
+        for i, metric in enumerate(workload.metrics):
+            row = [f"**{name}**: {title}" if i == 0 else "", metric.label]
+            for client in clients:
+                row.append(_cell(run, client, name, metric, notes))
+            for _, mine, others in RATIO_COLUMNS:
+                if metric.better in ("higher", "lower"):
+                    value = advantage(
+                        median(run, mine, name, metric.key),
+                        best_of(run, others, name, metric.key),
+                        metric.better,
+                    )
+                    row.append(_ratio(value))
+                else:
+                    row.append("")
+            lines.append("| " + " | ".join(row) + " |")
+    out = "\n".join(lines)
+    if notes:
+        out += "\n\n" + "\n".join(f"- {note}" for note in dict.fromkeys(notes))
+    return out
+
+
+def _params(run: Run, workload: str) -> dict[str, object]:
+    for per in run.outcomes.values():
+        outcome = per.get(workload)
+        if outcome is not None and outcome.params:
+            return outcome.params
+    return {}
+
+
+def _cell(run: Run, client: str, workload: str, metric: Metric, notes: list[str]) -> str:
+    outcome = run.outcomes.get(client, {}).get(workload)
+    if outcome is None:
+        return "n/a"
+    s = stat(run, client, workload, metric.key)
+    if s is None:
+        if outcome.skipped:
+            notes.append(f"{client} / {workload}: skipped: {outcome.skipped}")
+            return "skipped"
+        if outcome.error:
+            notes.append(f"{client} / {workload}: failed: {outcome.error}")
+            return "failed"
+        return "—"
+    if outcome.error:
+        notes.append(f"{client} / {workload}: incomplete: {outcome.error}")
+    if metric.better == "count":
+        return _fmt(s.extreme, 0)
+    if metric.better == "info" or s.n == 1:
+        return _fmt(s.median, metric.digits)
+    return f"{_fmt(s.median, metric.digits)} ({_fmt(s.extreme, metric.digits)})"
+
+
+# --- the targets -----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Check:
+    target: str
+    measured: str
+    met: bool | None  # None: not measurable in this run
+
+
+def _ge(value: float | None, bound: float) -> bool | None:
+    return None if value is None else value >= bound
+
+
+def _all(*flags: bool | None) -> bool | None:
+    if any(flag is None for flag in flags):
+        return None
+    return all(flags)
+
+
+def checks(run: Run) -> list[Check]:
+    out: list[Check] = []
+    s, a = "etcdsync-sync", "etcdsync-async"
+
+    def adv(mine: str, others: tuple[str, ...], workload: str, key: str) -> float | None:
+        return advantage(
+            median(run, mine, workload, key),
+            best_of(run, others, workload, key),
+            _metric(workload, key).better,
+        )
+
+    def show(x: float | None) -> str:
+        return "n/a" if x is None else f"{x:.2f}×"
+
+    for workload, what in (("put_seq", "put"), ("get_seq", "get")):
+        peer, go = adv(s, SYNC_PEERS, workload, "ops_s"), adv(s, ("go",), workload, "ops_s")
+        out.append(
+            Check(
+                f"sync sequential {what} ≥ 1.2× best sync peer and ≥ 0.8× Go",
+                f"{show(peer)} peer, {show(go)} Go",
+                _all(_ge(peer, 1.2), _ge(go, 0.8)),
+            )
+        )
+    x = adv(a, ASYNC_PEERS, "put_inflight", "ops_s")
+    out.append(Check("async put, 64 in flight ≥ 1.5× aetcd", show(x), _ge(x, 1.5)))
+
+    watch: list[str] = []
+    flags: list[bool | None] = []
+    for client in (s, a):
+        lost = stat(run, client, "watch_delivery", "lost")
+        lag = stat(run, client, "watch_delivery", "lag_ms")
+        if lost is None or lag is None:
+            flags.append(None)
+            continue
+        watch.append(f"{client}: {lost.extreme:.0f} lost, lag {lag.median:.1f} ms")
+        flags.append(lost.extreme == 0 and lag.median <= 100)
+    out.append(
+        Check(
+            "watch keeps up (lag ≤ 100 ms after the last write), 0 events lost",
+            "; ".join(watch) or "n/a",
+            _all(*flags),
+        )
+    )
+
+    streams_text: list[str] = []
+    flags = []
+    for client in (s, a):
+        st = stat(run, client, "watchers_large", "streams")
+        n = _params(run, "watchers_large").get("n")
+        if st is None:
+            flags.append(None)
+            continue
+        streams_text.append(f"{client}: {n} watchers on {st.extreme:.0f} stream(s)")
+        flags.append(st.extreme == 1)
+    n_watchers = _params(run, "watchers_large").get("n", 10_000)
+    out.append(
+        Check(
+            f"{n_watchers:,} watchers on one stream", "; ".join(streams_text) or "n/a", _all(*flags)
+        )
+    )
+
+    lease_text: list[str] = []
+    flags = []
+    for client in (s, a):
+        cpu = median(run, client, "leases_large", "cpu_pct")
+        lost = stat(run, client, "leases_large", "lost")
+        if cpu is None or lost is None:
+            flags.append(None)
+            continue
+        lease_text.append(f"{client}: {cpu:.1f}% of one core, {lost.extreme:.0f} lost")
+        flags.append(cpu < 10 and lost.extreme == 0)
+    params = _params(run, "leases_large")
+    out.append(
+        Check(
+            f"{params.get('n', 10_000):,} leases kept alive under 10% of one core",
+            "; ".join(lease_text) or "n/a",
+            _all(*flags),
+        )
+    )
+
+    xs = adv(s, PEERS, "lock_uncontended", "cycles_s")
+    xa = adv(a, PEERS, "lock_uncontended", "cycles_s")
+    out.append(
+        Check(
+            "lock cycles ≥ 2× the best peer's recipe",
+            f"sync {show(xs)}, async {show(xa)}",
+            _all(_ge(xs, 2), _ge(xa, 2)),
+        )
+    )
+
+    ws, wa = adv(s, PEERS, "lock_contended", "wall_s"), adv(a, PEERS, "lock_contended", "wall_s")
+    left = [stat(run, c, "lock_contended", "leases_left") for c in (s, a)]
+    left_text = ", ".join("n/a" if x is None else f"{x.extreme:.0f}" for x in left)
+    out.append(
+        Check(
+            "4×200 contended cycles in ≤ half the best peer's time, 0 leases left",
+            f"sync {show(ws)}, async {show(wa)} faster; leases left {left_text}",
+            _all(
+                _ge(ws, 2),
+                _ge(wa, 2),
+                *(None if x is None else x.extreme == 0 for x in left),
+            ),
+        )
+    )
+
+    rs, ra = adv(s, PEERS, "range_read", "read_ms"), adv(a, PEERS, "range_read", "read_ms")
+    out.append(
+        Check(
+            "range read of 10,000 keys faster than every peer",
+            f"sync {show(rs)}, async {show(ra)} vs the fastest peer",
+            _all(_ge(rs, 1.0), _ge(ra, 1.0)),
+        )
+    )
+    return out
+
+
+def checks_markdown(run: Run) -> str:
+    lines = ["| target | measured (medians) | met |", "|---|---|---|"]
+    mark: dict[bool | None, str] = {True: "yes", False: "**no**", None: "n/a"}
+    for check in checks(run):
+        lines.append(f"| {check.target} | {check.measured} | {mark[check.met]} |")
+    return "\n".join(lines)
+
+
+# --- the document ----------------------------------------------------------------------
+
+
+def machine_markdown(run: Run) -> str:
+    lines = [f"- {key}: {value}" for key, value in run.machine.items()]
+    lines.append(f"- etcd: {run.etcd} (one member, loopback, data dir in tmpfs)")
+    for client in run.clients:
+        spec = CLIENTS_BY_NAME[client]
+        if client in run.unavailable:
+            lines.append(f"- {client}: **not run**: {run.unavailable[client]}")
+            continue
+        versions = ", ".join(f"{k} {v}" for k, v in sorted(run.versions.get(client, {}).items()))
+        note = f" — {spec.note}" if spec.note else ""
+        lines.append(f"- {client}: {versions}{note}")
+    return "\n".join(lines)
+
+
+def document(run: Run, command: str, extra: Callable[[], str] | None = None) -> str:
+    mode = "quick (reduced sizes, 1 repetition)" if run.quick else "full"
+    parts = [
+        "# etcdsync benchmark results",
+        "",
+        f"Generated by `{command}` ({mode}; {run.seconds:.0f} s). Numbers are from one run "
+        "on a shared, noisy machine: compare columns, not runs.",
+        "",
+        "## Machine",
+        "",
+        machine_markdown(run),
+        "",
+        "## Results",
+        "",
+        "Cells: median (min) over the repetitions — for counts, the worst repetition. "
+        "Ratio columns compare medians and read as *how many times better etcdsync is* "
+        "(> 1: etcdsync better): for rates etcdsync ÷ peer, for times, CPU and memory "
+        "peer ÷ etcdsync. Best sync peer: etcd3, pyetcd (etcd-sdk-python); async peer: "
+        "aetcd; Go: clientv3, the ceiling.",
+        "",
+        table(run),
+        "",
+        "## Targets",
+        "",
+        checks_markdown(run),
+        "",
+    ]
+    if extra is not None:
+        parts += [extra(), ""]
+    return "\n".join(parts)

@@ -1,0 +1,263 @@
+"""Waiting for one's turn in a queue of lease-bound keys ordered by create revision.
+
+Locks, semaphores and elections queue their contenders as keys under one prefix;
+a contender's place is its key's create revision.  A contender whose turn has not
+come waits for the *deletion* of keys created before its own, never for "any
+change" under the prefix, so a release wakes only the next contender instead of
+all of them (no thundering herd).
+
+Public helpers (used by the Mutex, RWLock, Semaphore and Election recipes):
+
+* :func:`wait_for_deletes` - wait until at most ``allowed`` keys under a prefix
+  have a create revision ``<= max_create_revision``;
+* :func:`session_error` - the error a recipe raises once its session has ended;
+* :class:`Deadline` - one deadline shared by the several calls of an operation.
+
+Everything here uses the client's public KV and Watch API only.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from ... import errors
+from ..._backends._async import spawn
+from ...watch_types import EventType
+
+if TYPE_CHECKING:
+    from ..client import AsyncClient
+    from ..watcher import AsyncWatcher
+    from .session import AsyncSession
+
+__all__ = ["MIN_RPC_TIMEOUT", "Deadline", "session_error", "wait_for_deletes"]
+
+MIN_RPC_TIMEOUT = 0.5
+"""Seconds granted to a request started at (or past) its operation's deadline: a
+``timeout=0`` operation can still make the one read that decides it."""
+
+
+class Deadline:
+    """A point in time (monotonic clock) by which an operation must end; None: never."""
+
+    __slots__ = ("at", "timeout")
+
+    def __init__(self, timeout: float | None) -> None:
+        if timeout is not None and (
+            not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout < 0
+        ):
+            raise errors.InvalidRequest(f"timeout must be a number >= 0 or None, got {timeout!r}")
+        self.timeout = timeout
+        self.at = None if timeout is None else time.monotonic() + timeout
+
+    def remaining(self) -> float | None:
+        """Seconds left (never negative), or None without a deadline."""
+        if self.at is None:
+            return None
+        return max(self.at - time.monotonic(), 0.0)
+
+    def expired(self) -> bool:
+        return self.at is not None and time.monotonic() >= self.at
+
+    def rpc_timeout(self) -> float | None:
+        """The timeout for one request: what is left, at least :data:`MIN_RPC_TIMEOUT`;
+        None (the client's default) without a deadline."""
+        remaining = self.remaining()
+        return None if remaining is None else max(remaining, MIN_RPC_TIMEOUT)
+
+
+def session_error(session: AsyncSession) -> errors.EtcdError:
+    """The error to raise because ``session`` has ended.
+
+    A lost lease (expired, revoked, renewals halted, orphaned) becomes a
+    :class:`~etcdsync.errors.SessionExpiredError` carrying its ``lease_id`` and
+    ``reason``; a closed session or client keeps its
+    :class:`~etcdsync.errors.ClientClosedError`.
+    """
+    error = session.error
+    if isinstance(error, errors.SessionExpiredError):
+        return error
+    if isinstance(error, errors.LeaseExpiredError) or error is None:
+        reason = getattr(error, "reason", None)
+        detail = error.message if error is not None else "the session ended"
+        new = errors.SessionExpiredError(
+            f"session {session.lease_id:x} ended: {detail}",
+            lease_id=session.lease_id,
+            reason=None if reason is None else str(reason),
+        )
+        new.__cause__ = error
+        return new
+    return error
+
+
+class _SessionWatch:
+    """Ends the current wait as soon as the session ends (cancels its watcher)."""
+
+    def __init__(self, session: AsyncSession | None) -> None:
+        self._session = session
+        self._watcher: AsyncWatcher | None = None
+        if session is not None:
+            session.add_done_callback(self._on_done)
+
+    def _on_done(self, error: errors.EtcdError) -> None:
+        # Runs in the keepalive manager's task/thread: hand the (I/O doing) cancel
+        # to a task of its own.  A cancelled watcher ends the waiter's read at once.
+        watcher = self._watcher
+        if watcher is not None:
+            spawn(watcher.cancel, name="etcdsync-wait-abort")
+
+    def check(self) -> None:
+        """Raise the session's error if it has ended."""
+        if self._session is not None and self._session.is_done:
+            raise session_error(self._session)
+
+    def follow(self, watcher: AsyncWatcher) -> None:
+        self._watcher = watcher
+        # The session may have ended before the watcher was registered here.
+        self.check()
+
+    def follow_none(self) -> None:
+        self._watcher = None
+
+    def close(self) -> None:
+        self._watcher = None
+        if self._session is not None:
+            self._session.remove_done_callback(self._on_done)
+
+
+async def wait_for_deletes(
+    client: AsyncClient,
+    prefix: str | bytes,
+    max_create_revision: int,
+    *,
+    session: AsyncSession | None = None,
+    timeout: float | None = None,
+    allowed: int = 0,
+) -> int:
+    """Wait until at most ``allowed`` keys under ``prefix`` have a create revision
+    ``<= max_create_revision``; return the revision at which that held.
+
+    Call it with ``max_create_revision`` = (your own key's create revision - 1):
+    it then waits for your predecessors to go.
+
+    * ``allowed=0`` (mutex, election, RW lock): repeatedly read the *last* key
+      created at or before ``max_create_revision``, and watch (from that read's
+      revision + 1) for its DELETE; when no such key is left, return.  Each
+      contender watches one key: its immediate predecessor.
+    * ``allowed > 0`` (semaphore of ``allowed + 1`` holders): read the set of
+      predecessors once, then follow the DELETE events under ``prefix`` and count
+      them off locally - no read per wake-up.  The predecessor set can only
+      shrink (a key created later has a higher create revision), so the local
+      count is exact.  Waiting on one chosen key would be wrong here: holders
+      release in any order.
+
+    Stops with :func:`session_error` (a
+    :class:`~etcdsync.errors.SessionExpiredError`, or
+    :class:`~etcdsync.errors.ClientClosedError`) as soon as ``session`` ends, and
+    with :class:`~etcdsync.errors.Timeout` once ``timeout`` seconds have passed
+    (``timeout=0`` makes exactly one check).  ``max_create_revision`` must not
+    exceed the store's current revision (it never does when it is below a key
+    you created).
+    """
+    if not isinstance(allowed, int) or isinstance(allowed, bool) or allowed < 0:
+        raise errors.InvalidRequest(f"allowed must be an int >= 0, got {allowed!r}")
+    if (
+        not isinstance(max_create_revision, int)
+        or isinstance(max_create_revision, bool)
+        or max_create_revision < 0
+    ):
+        raise errors.InvalidRequest(
+            f"max_create_revision must be an int >= 0, got {max_create_revision!r}"
+        )
+    deadline = Deadline(timeout)
+    guard = _SessionWatch(session)
+    try:
+        while True:
+            guard.check()
+            if max_create_revision == 0:
+                return 0  # nothing can be older than revision 1
+            response = await client.get(
+                prefix,
+                prefix=True,
+                max_create_revision=max_create_revision,
+                sort_order="descend",
+                sort_target="create",
+                limit=1 if allowed == 0 else 0,
+                keys_only=True,
+                timeout=deadline.rpc_timeout(),
+            )
+            # Not ``count``: etcd counts the range before the create-revision filter.
+            if len(response.kvs) <= allowed:
+                return response.revision
+            if max_create_revision > response.revision:
+                raise errors.InvalidRequest(
+                    f"max_create_revision {max_create_revision} is in the future "
+                    f"(current revision {response.revision})"
+                )
+            if deadline.expired():
+                raise _timeout(prefix, deadline)
+            if allowed == 0:
+                # Only the youngest predecessor: once it is gone, look again.
+                watched: set[bytes] = {response.kvs[0].key}
+                target: str | bytes = response.kvs[0].key
+            else:
+                watched = {kv.key for kv in response.kvs}
+                target = prefix
+            done = await _follow_deletes(
+                client, guard, target, watched, allowed, response.revision + 1, deadline
+            )
+            if done:
+                return done
+    finally:
+        guard.close()
+
+
+async def _follow_deletes(
+    client: AsyncClient,
+    guard: _SessionWatch,
+    target: str | bytes,
+    keys: set[bytes],
+    allowed: int,
+    start_revision: int,
+    deadline: Deadline,
+) -> int:
+    """Watch ``target`` (a key or, with ``allowed > 0``, the prefix) from
+    ``start_revision`` and strike ``keys`` off as they are deleted.
+
+    Returns the deleting revision once at most ``allowed`` remain (``allowed > 0``),
+    or 0 to ask the caller for a fresh read: the single watched key is gone
+    (``allowed == 0``) or the history needed was compacted.
+    """
+    watcher = await client.watch(
+        target,
+        prefix=allowed > 0,
+        start_revision=start_revision,
+        no_put=True,
+        timeout=deadline.rpc_timeout(),
+    )
+    try:
+        guard.follow(watcher)
+        while True:
+            try:
+                batch = await watcher.get(deadline.remaining())
+            except TimeoutError:
+                raise _timeout(target, deadline) from None
+            except StopAsyncIteration:
+                guard.check()  # cancelled because the session ended
+                return 0
+            except errors.CompactedError:
+                return 0  # the history needed is gone: read again
+            for event in batch.events:
+                if event.type is EventType.DELETE and event.kv.key in keys:
+                    keys.discard(event.kv.key)
+                    if allowed == 0:
+                        return 0
+                    if len(keys) <= allowed:
+                        return event.kv.mod_revision
+    finally:
+        guard.follow_none()
+        await watcher.cancel()
+
+
+def _timeout(what: str | bytes, deadline: Deadline) -> errors.Timeout:
+    return errors.Timeout(f"still waiting for deletions under {what!r} after {deadline.timeout} s")

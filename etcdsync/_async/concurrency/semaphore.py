@@ -1,0 +1,80 @@
+"""Semaphore: at most ``limit`` holders at once, admitted FIFO by arrival.
+
+Each acquire puts one lease-bound key ``<name>/<lease id hex>-<random>`` (unique
+per acquire, so holders in one process may share a session).  A contender is
+admitted when fewer than ``limit`` keys created before its own remain.  A waiter
+reads its predecessors once and then follows their deletions on a watch,
+counting them off locally: holders release in any order, so waiting for one
+chosen predecessor would miss a freed slot, and re-reading on every release would
+make every waiter hit etcd at once.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from ... import errors
+from ...models import KeyValue
+from .mutex import AsyncQueueLock, unique_suffix
+from .session import AsyncSession
+
+if TYPE_CHECKING:
+    from ..client import AsyncClient
+
+__all__ = ["AsyncSemaphore"]
+
+
+class AsyncSemaphore(AsyncQueueLock):
+    """One holder's handle on a distributed counting semaphore; create with
+    ``client.semaphore(name, limit)``.
+
+    ::
+
+        async with etcd.semaphore("gpu-pool", 4, timeout=30) as slot:
+            ...  # at most 4 such blocks run at once, cluster-wide
+
+    The object is one slot: acquiring it while it is held raises
+    :class:`~etcdsync.errors.LockError`; create one object per task or thread.
+    Same API as :class:`~etcdsync.AsyncMutex` (acquire, try_acquire, release,
+    ``async with``, fencing_token, is_owner, guarded_txn, lost).  Every
+    contender must use the same ``limit``.
+    """
+
+    def __init__(
+        self,
+        client: AsyncClient,
+        name: str,
+        limit: int,
+        *,
+        session: AsyncSession | None = None,
+        ttl: int | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        if not isinstance(limit, int) or isinstance(limit, bool) or limit < 1:
+            raise errors.InvalidRequest(f"limit must be an int >= 1, got {limit!r}")
+        super().__init__(client, name, session=session, ttl=ttl, timeout=timeout)
+        self._limit = limit
+        self._allowed = limit - 1
+
+    @property
+    def limit(self) -> int:
+        return self._limit
+
+    def _new_key(self, session: AsyncSession) -> str:
+        return f"{self._name}/{session.lease_id:x}-{unique_suffix()}"
+
+    async def holders(self, *, timeout: float | None = None) -> list[KeyValue]:
+        """The keys of the current holders (the ``limit`` oldest), oldest first."""
+        response = await self._client.get(
+            self._wait_prefix(),
+            prefix=True,
+            sort_order="ascend",
+            sort_target="create",
+            limit=self._limit,
+            keys_only=True,
+            timeout=timeout,
+        )
+        return response.kvs
+
+    def __repr__(self) -> str:
+        return super().__repr__()[:-1] + f" limit={self._limit}>"
