@@ -109,4 +109,3 @@ class AsyncRecipesAPI:
         return AsyncConfigWatcher(
             self._client(), prefix, decode=decode, validate=validate, page_size=page_size
         )
-

@@ -110,4 +110,3 @@ class RecipesAPI:
         return ConfigWatcher(
             self._client(), prefix, decode=decode, validate=validate, page_size=page_size
         )
-

@@ -21,7 +21,7 @@ def _j(value: Any) -> str:
 async def _converge(cfg: Any, expected: dict[str, Any], timeout: float = 15) -> ConfigSnapshot:
     """Wait (on the watcher's change notifications) until the view equals ``expected``."""
     deadline = time.monotonic() + timeout
-    snapshot = cfg.snapshot
+    snapshot: ConfigSnapshot = cfg.snapshot
     while snapshot.to_dict() != expected:
         left = deadline - time.monotonic()
         assert left > 0, f"view {snapshot!r} never became {expected!r}; errors {list(cfg.errors)}"

@@ -623,6 +623,8 @@ class ElectionObserver:
                 self.resyncs += 1
                 continue
             except TimeoutError:
+                if timeout is None:
+                    raise  # a request of the client's timed out, not our wait
                 raise errors.Timeout(f"no leadership change within {timeout} s") from None
             self._apply(batch)
         return self._pending.popleft()
