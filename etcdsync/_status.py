@@ -138,9 +138,7 @@ _BROKEN_TRANSPORT_MARKERS = ("Stream removed", "RST_STREAM", "Socket closed", "G
 def broken_transport(exc: BaseException) -> bool:
     """True when the call failed because its connection broke (outcome unknown)."""
     code, details = status_of(exc)
-    return code is grpc.StatusCode.INTERNAL and any(
-        m in details for m in _BROKEN_TRANSPORT_MARKERS
-    )
+    return code is grpc.StatusCode.INTERNAL and any(m in details for m in _BROKEN_TRANSPORT_MARKERS)
 
 
 def never_sent(exc: BaseException) -> bool:
