@@ -4,114 +4,295 @@
 >>> with Client(["127.0.0.1:2379"]) as etcd:
 ...     etcd.put("greeting", "hello")
 ...     etcd.get("greeting").value
+
+Names are imported on first use (PEP 562), so ``import etcdsync.testing`` or
+``import etcdsync.errors`` does not load gRPC and both client flavours.
 """
 
-from . import errors
-from ._async.client import AsyncClient
-from ._async.concurrency.config import AsyncConfigWatcher
-from ._async.concurrency.election import AsyncElection, AsyncElectionObserver
-from ._async.concurrency.mutex import AsyncMutex, AsyncQueueLock
-from ._async.concurrency.rwlock import AsyncReadLock, AsyncRWLock, AsyncWriteLock
-from ._async.concurrency.semaphore import AsyncSemaphore
-from ._async.keepalive import AsyncKeepAlive
-from ._async.server_recipes import AsyncLeaderObserver
-from ._async.txn import AsyncTxn
-from ._config import ChannelSettings, TLSConfig
-from ._sync.client import Client
-from ._sync.concurrency.config import ConfigWatcher
-from ._sync.concurrency.election import Election, ElectionObserver
-from ._sync.concurrency.mutex import Mutex, QueueLock
-from ._sync.concurrency.rwlock import ReadLock, RWLock, WriteLock
-from ._sync.concurrency.semaphore import Semaphore
-from ._sync.keepalive import KeepAlive
-from ._sync.server_recipes import LeaderObserver
-from ._sync.txn import Txn
-from .admin_types import (
-    Alarm,
-    AlarmType,
-    AuthStatus,
-    HashKVResult,
-    HashResult,
-    LeaderKey,
-    Member,
-    MemberAddResult,
-    Permission,
-    PermissionType,
-    Status,
-)
-from .config_types import ConfigSnapshot
-from .lease_types import Lease, LeaseKeepAliveResult, LeaseLostReason, LeaseTimeToLive
-from .models import (
-    CompactResponse,
-    DeleteResponse,
-    GetResponse,
-    KeyValue,
-    PutResponse,
-    ResponseHeader,
-    TxnResponse,
-)
-from .ops import Compare, CompareResult, CompareTarget, Op, SortOrder, SortTarget
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 
-__all__ = [
-    "Alarm",
-    "AlarmType",
-    "AsyncClient",
-    "AsyncConfigWatcher",
-    "AsyncElection",
-    "AsyncElectionObserver",
-    "AsyncKeepAlive",
-    "AsyncLeaderObserver",
-    "AsyncMutex",
-    "AsyncQueueLock",
-    "AsyncRWLock",
-    "AsyncReadLock",
-    "AsyncSemaphore",
-    "AsyncTxn",
-    "AsyncWriteLock",
-    "AuthStatus",
-    "ChannelSettings",
-    "Client",
-    "CompactResponse",
-    "Compare",
-    "CompareResult",
-    "CompareTarget",
-    "ConfigSnapshot",
-    "ConfigWatcher",
-    "DeleteResponse",
-    "Election",
-    "ElectionObserver",
-    "GetResponse",
-    "HashKVResult",
-    "HashResult",
-    "KeepAlive",
-    "KeyValue",
-    "LeaderKey",
-    "LeaderObserver",
-    "Lease",
-    "LeaseKeepAliveResult",
-    "LeaseLostReason",
-    "LeaseTimeToLive",
-    "Member",
-    "MemberAddResult",
-    "Mutex",
-    "Op",
-    "Permission",
-    "PermissionType",
-    "PutResponse",
-    "QueueLock",
-    "RWLock",
-    "ReadLock",
-    "ResponseHeader",
-    "Semaphore",
-    "SortOrder",
-    "SortTarget",
-    "Status",
-    "TLSConfig",
-    "Txn",
-    "TxnResponse",
-    "WriteLock",
-    "__version__",
-    "errors",
-]
+# public name -> module that defines it
+_EXPORTS: dict[str, str] = {
+    "AsyncClient": "._async.client",
+    "AsyncConfigWatcher": "._async.concurrency.config",
+    "AsyncElection": "._async.concurrency.election",
+    "AsyncElectionObserver": "._async.concurrency.election",
+    "AsyncMutex": "._async.concurrency.mutex",
+    "AsyncQueueLock": "._async.concurrency.mutex",
+    "AsyncRWLock": "._async.concurrency.rwlock",
+    "AsyncReadLock": "._async.concurrency.rwlock",
+    "AsyncWriteLock": "._async.concurrency.rwlock",
+    "AsyncSemaphore": "._async.concurrency.semaphore",
+    "AsyncSession": "._async.concurrency.session",
+    "AsyncKeepAlive": "._async.keepalive",
+    "AsyncLeaderObserver": "._async.server_recipes",
+    "AsyncTxn": "._async.txn",
+    "AsyncWatcher": "._async.watcher",
+    "ChannelSettings": "._config",
+    "TLSConfig": "._config",
+    "Client": "._sync.client",
+    "ConfigWatcher": "._sync.concurrency.config",
+    "Election": "._sync.concurrency.election",
+    "ElectionObserver": "._sync.concurrency.election",
+    "Mutex": "._sync.concurrency.mutex",
+    "QueueLock": "._sync.concurrency.mutex",
+    "RWLock": "._sync.concurrency.rwlock",
+    "ReadLock": "._sync.concurrency.rwlock",
+    "WriteLock": "._sync.concurrency.rwlock",
+    "Semaphore": "._sync.concurrency.semaphore",
+    "Session": "._sync.concurrency.session",
+    "KeepAlive": "._sync.keepalive",
+    "LeaderObserver": "._sync.server_recipes",
+    "Txn": "._sync.txn",
+    "Watcher": "._sync.watcher",
+    "Alarm": ".admin_types",
+    "AlarmType": ".admin_types",
+    "AuthStatus": ".admin_types",
+    "HashKVResult": ".admin_types",
+    "HashResult": ".admin_types",
+    "LeaderKey": ".admin_types",
+    "Member": ".admin_types",
+    "MemberAddResult": ".admin_types",
+    "Permission": ".admin_types",
+    "PermissionType": ".admin_types",
+    "Status": ".admin_types",
+    "ConfigSnapshot": ".config_types",
+    "Lease": ".lease_types",
+    "LeaseKeepAliveResult": ".lease_types",
+    "LeaseLostReason": ".lease_types",
+    "LeaseTimeToLive": ".lease_types",
+    "CompactResponse": ".models",
+    "DeleteResponse": ".models",
+    "GetResponse": ".models",
+    "KeyValue": ".models",
+    "PutResponse": ".models",
+    "ResponseHeader": ".models",
+    "TxnResponse": ".models",
+    "Compare": ".ops",
+    "CompareResult": ".ops",
+    "CompareTarget": ".ops",
+    "Op": ".ops",
+    "SortOrder": ".ops",
+    "SortTarget": ".ops",
+    "Event": ".watch_types",
+    "EventType": ".watch_types",
+    "WatchResponse": ".watch_types",
+}
+
+
+def __getattr__(name: str) -> Any:
+    module = _EXPORTS.get(name)
+    if module is None:
+        if name == "errors":
+            return importlib.import_module(".errors", __name__)
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module, __name__), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_EXPORTS, "errors"])
+
+
+__all__ = sorted([*_EXPORTS, "__version__", "errors"])
+
+if TYPE_CHECKING:
+    from . import errors as errors
+    from ._async.client import (
+        AsyncClient as AsyncClient,
+    )
+    from ._async.concurrency.config import (
+        AsyncConfigWatcher as AsyncConfigWatcher,
+    )
+    from ._async.concurrency.election import (
+        AsyncElection as AsyncElection,
+    )
+    from ._async.concurrency.election import (
+        AsyncElectionObserver as AsyncElectionObserver,
+    )
+    from ._async.concurrency.mutex import (
+        AsyncMutex as AsyncMutex,
+    )
+    from ._async.concurrency.mutex import (
+        AsyncQueueLock as AsyncQueueLock,
+    )
+    from ._async.concurrency.rwlock import (
+        AsyncReadLock as AsyncReadLock,
+    )
+    from ._async.concurrency.rwlock import (
+        AsyncRWLock as AsyncRWLock,
+    )
+    from ._async.concurrency.rwlock import (
+        AsyncWriteLock as AsyncWriteLock,
+    )
+    from ._async.concurrency.semaphore import (
+        AsyncSemaphore as AsyncSemaphore,
+    )
+    from ._async.concurrency.session import (
+        AsyncSession as AsyncSession,
+    )
+    from ._async.keepalive import (
+        AsyncKeepAlive as AsyncKeepAlive,
+    )
+    from ._async.server_recipes import (
+        AsyncLeaderObserver as AsyncLeaderObserver,
+    )
+    from ._async.txn import (
+        AsyncTxn as AsyncTxn,
+    )
+    from ._async.watcher import (
+        AsyncWatcher as AsyncWatcher,
+    )
+    from ._config import (
+        ChannelSettings as ChannelSettings,
+    )
+    from ._config import (
+        TLSConfig as TLSConfig,
+    )
+    from ._sync.client import (
+        Client as Client,
+    )
+    from ._sync.concurrency.config import (
+        ConfigWatcher as ConfigWatcher,
+    )
+    from ._sync.concurrency.election import (
+        Election as Election,
+    )
+    from ._sync.concurrency.election import (
+        ElectionObserver as ElectionObserver,
+    )
+    from ._sync.concurrency.mutex import (
+        Mutex as Mutex,
+    )
+    from ._sync.concurrency.mutex import (
+        QueueLock as QueueLock,
+    )
+    from ._sync.concurrency.rwlock import (
+        ReadLock as ReadLock,
+    )
+    from ._sync.concurrency.rwlock import (
+        RWLock as RWLock,
+    )
+    from ._sync.concurrency.rwlock import (
+        WriteLock as WriteLock,
+    )
+    from ._sync.concurrency.semaphore import (
+        Semaphore as Semaphore,
+    )
+    from ._sync.concurrency.session import (
+        Session as Session,
+    )
+    from ._sync.keepalive import (
+        KeepAlive as KeepAlive,
+    )
+    from ._sync.server_recipes import (
+        LeaderObserver as LeaderObserver,
+    )
+    from ._sync.txn import (
+        Txn as Txn,
+    )
+    from ._sync.watcher import (
+        Watcher as Watcher,
+    )
+    from .admin_types import (
+        Alarm as Alarm,
+    )
+    from .admin_types import (
+        AlarmType as AlarmType,
+    )
+    from .admin_types import (
+        AuthStatus as AuthStatus,
+    )
+    from .admin_types import (
+        HashKVResult as HashKVResult,
+    )
+    from .admin_types import (
+        HashResult as HashResult,
+    )
+    from .admin_types import (
+        LeaderKey as LeaderKey,
+    )
+    from .admin_types import (
+        Member as Member,
+    )
+    from .admin_types import (
+        MemberAddResult as MemberAddResult,
+    )
+    from .admin_types import (
+        Permission as Permission,
+    )
+    from .admin_types import (
+        PermissionType as PermissionType,
+    )
+    from .admin_types import (
+        Status as Status,
+    )
+    from .config_types import (
+        ConfigSnapshot as ConfigSnapshot,
+    )
+    from .lease_types import (
+        Lease as Lease,
+    )
+    from .lease_types import (
+        LeaseKeepAliveResult as LeaseKeepAliveResult,
+    )
+    from .lease_types import (
+        LeaseLostReason as LeaseLostReason,
+    )
+    from .lease_types import (
+        LeaseTimeToLive as LeaseTimeToLive,
+    )
+    from .models import (
+        CompactResponse as CompactResponse,
+    )
+    from .models import (
+        DeleteResponse as DeleteResponse,
+    )
+    from .models import (
+        GetResponse as GetResponse,
+    )
+    from .models import (
+        KeyValue as KeyValue,
+    )
+    from .models import (
+        PutResponse as PutResponse,
+    )
+    from .models import (
+        ResponseHeader as ResponseHeader,
+    )
+    from .models import (
+        TxnResponse as TxnResponse,
+    )
+    from .ops import (
+        Compare as Compare,
+    )
+    from .ops import (
+        CompareResult as CompareResult,
+    )
+    from .ops import (
+        CompareTarget as CompareTarget,
+    )
+    from .ops import (
+        Op as Op,
+    )
+    from .ops import (
+        SortOrder as SortOrder,
+    )
+    from .ops import (
+        SortTarget as SortTarget,
+    )
+    from .watch_types import (
+        Event as Event,
+    )
+    from .watch_types import (
+        EventType as EventType,
+    )
+    from .watch_types import (
+        WatchResponse as WatchResponse,
+    )

@@ -140,6 +140,10 @@ class AsyncWatcher:
             self.created.set()
         self._push(error)
 
+    def drained(self) -> bool:
+        """True when the consumer has read enough for a suspended watch to resume."""
+        return self._queue.qsize() <= self._buffer_limit // 2
+
     def _push(self, item: _Item) -> None:
         self._queue.put(item)
 
@@ -153,7 +157,7 @@ class AsyncWatcher:
         if self._end is not None:
             raise self._end
         item = await self._queue.get(timeout)
-        if self.suspended and self._queue.qsize() <= self._buffer_limit // 2:
+        if self.suspended and self.drained():
             await self._stream.resume(self)
         if item is None:
             self._end = errors.ClientClosedError("the watch was cancelled")

@@ -216,6 +216,11 @@ class WatchStream:
             if watcher.active:
                 watcher.suspended = True
                 self._cancel_on_server(watcher)
+                # The consumer may have drained the buffer before the flag was set;
+                # it would then wait on an empty buffer forever: resume right away.
+                if watcher.drained():
+                    watcher.suspended = False
+                    self._create(watcher)
 
     def _fail_all(self, error: errors.EtcdError) -> None:
         for watcher in list(self._watchers):

@@ -141,6 +141,10 @@ class Watcher:
             self.created.set()
         self._push(error)
 
+    def drained(self) -> bool:
+        """True when the consumer has read enough for a suspended watch to resume."""
+        return self._queue.qsize() <= self._buffer_limit // 2
+
     def _push(self, item: _Item) -> None:
         self._queue.put(item)
 
@@ -154,7 +158,7 @@ class Watcher:
         if self._end is not None:
             raise self._end
         item = self._queue.get(timeout)
-        if self.suspended and self._queue.qsize() <= self._buffer_limit // 2:
+        if self.suspended and self.drained():
             self._stream.resume(self)
         if item is None:
             self._end = errors.ClientClosedError("the watch was cancelled")
