@@ -14,7 +14,7 @@ $(VENV)/.installed: pyproject.toml
 	touch $@
 
 demo: $(VENV)/.installed
-	$(PY) examples/quickstart.py
+	$(PY) -m etcdsync demo
 
 test: $(VENV)/.installed
 	$(PY) -m pytest $(PYTEST_ARGS)
@@ -52,8 +52,9 @@ proto-check: $(GEN_VENV)/.installed
 
 check: lint typecheck unasync-check proto-check
 
+# Every client on one etcd -> bench/RESULTS.md; `make bench BENCH_ARGS=--quick` for a smoke run.
 bench: $(VENV)/.installed
-	$(PY) -m bench
+	$(PY) -m bench $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) $(GEN_VENV) .mypy_cache .ruff_cache .pytest_cache

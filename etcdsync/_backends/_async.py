@@ -48,10 +48,30 @@ async def wait_event(event: asyncio.Event, timeout: float | None) -> bool:
     if event.is_set():
         return True
     try:
-        await asyncio.wait_for(event.wait(), timeout)
-    except asyncio.TimeoutError:
+        await _within(event.wait(), timeout)
+    except TimeoutError:
         return event.is_set()
     return True
+
+
+async def _within(awaitable: Awaitable[T], timeout: float | None) -> T:
+    """``await awaitable`` for at most ``timeout`` seconds, else raise TimeoutError.
+
+    Used instead of ``asyncio.wait_for``, which on Python < 3.12 can swallow a
+    cancellation that arrives just as the inner operation completes - a
+    cancelled campaign or lock wait would then go on waiting.
+    """
+    inner = asyncio.ensure_future(awaitable)
+    try:
+        done, _ = await asyncio.wait({inner}, timeout=timeout)
+    except BaseException:
+        inner.cancel()
+        raise
+    if not done and inner.cancel():
+        raise TimeoutError
+    # Finished (possibly just now, too late to cancel): keep its result, e.g. a
+    # queue item that must not be lost.
+    return inner.result()
 
 
 async def acquire_lock(lock: asyncio.Lock, timeout: float | None) -> bool:
@@ -96,8 +116,8 @@ class Queue(Generic[T]):
         if timeout is None:
             return await self._q.get()
         try:
-            return await asyncio.wait_for(self._q.get(), timeout)
-        except asyncio.TimeoutError:
+            return await _within(self._q.get(), timeout)
+        except TimeoutError:
             raise TimeoutError from None
 
     def get_nowait(self) -> T:
