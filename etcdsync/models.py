@@ -6,6 +6,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Union
 
+from ._pb import kv_pb2 as _kv_pb2
+
 __all__ = [
     "CompactResponse",
     "DeleteResponse",
@@ -32,25 +34,98 @@ class ResponseHeader:
         return cls(pb.cluster_id, pb.member_id, pb.revision, pb.raft_term)
 
 
-@dataclass(frozen=True, slots=True)
 class KeyValue:
     """One key as stored: value plus its revisions and lease.
 
     ``create_revision`` is the revision that created the key (it is the fencing
     token of a lock key); ``mod_revision`` the revision of its last write;
     ``version`` counts writes since creation; ``lease`` is 0 when unbound.
+
+    Immutable.  Built from the wire message without copying its fields: a range
+    of ten thousand keys costs one small object per key, and each field is read
+    from the message when first asked for.
     """
 
-    key: bytes
-    value: bytes
-    create_revision: int
-    mod_revision: int
-    version: int
-    lease: int
+    __slots__ = ("_pb",)
+
+    _pb: Any
+
+    def __init__(
+        self,
+        key: bytes,
+        value: bytes = b"",
+        create_revision: int = 0,
+        mod_revision: int = 0,
+        version: int = 0,
+        lease: int = 0,
+    ) -> None:
+        object.__setattr__(
+            self,
+            "_pb",
+            _kv_pb2.KeyValue(
+                key=key,
+                value=value,
+                create_revision=create_revision,
+                mod_revision=mod_revision,
+                version=version,
+                lease=lease,
+            ),
+        )
 
     @classmethod
     def from_pb(cls, pb: Any) -> KeyValue:
-        return cls(pb.key, pb.value, pb.create_revision, pb.mod_revision, pb.version, pb.lease)
+        kv = object.__new__(cls)
+        object.__setattr__(kv, "_pb", pb)
+        return kv
+
+    def __setattr__(self, name: str, value: object) -> None:
+        raise AttributeError(f"{type(self).__name__} is immutable")
+
+    @property
+    def key(self) -> bytes:
+        return self._pb.key  # type: ignore[no-any-return]
+
+    @property
+    def value(self) -> bytes:
+        return self._pb.value  # type: ignore[no-any-return]
+
+    @property
+    def create_revision(self) -> int:
+        return self._pb.create_revision  # type: ignore[no-any-return]
+
+    @property
+    def mod_revision(self) -> int:
+        return self._pb.mod_revision  # type: ignore[no-any-return]
+
+    @property
+    def version(self) -> int:
+        return self._pb.version  # type: ignore[no-any-return]
+
+    @property
+    def lease(self) -> int:
+        return self._pb.lease  # type: ignore[no-any-return]
+
+    def _fields(self) -> tuple[bytes, bytes, int, int, int, int]:
+        pb = self._pb
+        return (pb.key, pb.value, pb.create_revision, pb.mod_revision, pb.version, pb.lease)
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, KeyValue):
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        key, value, create, mod, version, lease = self._fields()
+        return (
+            f"KeyValue(key={key!r}, value={value!r}, create_revision={create}, "
+            f"mod_revision={mod}, version={version}, lease={lease})"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (KeyValue, self._fields())
 
     @property
     def key_str(self) -> str:
