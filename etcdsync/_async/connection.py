@@ -270,7 +270,13 @@ class AsyncConnection:
 
     def _recover_from(self, exc: BaseException, endpoint: str) -> None:
         code, _ = _status.status_of(exc)
-        if code is grpc.StatusCode.UNAVAILABLE:
+        # A deadline that passes without any answer is what a frozen member (SIGSTOP,
+        # a stalled disk) or a silent network path looks like: its TCP connection
+        # stays up, so gRPC reports nothing else until keepalive pings time out.  The
+        # failed call is not repeated (its outcome is unknown), but the following
+        # calls go to the next member.  On a healthy cluster that costs nothing: every
+        # member serves every request.
+        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
             self.failover(endpoint)
 
     async def _retry(

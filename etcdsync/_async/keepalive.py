@@ -53,6 +53,8 @@ _BACKOFF_START = 0.05
 _BACKOFF_MAX = 1.0
 # How long close() waits for the manager's tasks/threads to end.
 _JOIN_TIMEOUT = 5.0
+# Stream metadata asking the member to end the stream when it has no leader.
+_REQUIRE_LEADER = (("hasleader", "true"),)
 
 
 # --- the listener handle ------------------------------------------------------------
@@ -361,7 +363,11 @@ class AsyncKeepAliveManager:
     async def _connect(self) -> _Link | None:
         endpoint = self._conn.endpoint
         try:
-            stream = await self._conn.open_stream(LEASE_KEEPALIVE)
+            # Like Go's lessor: a member cut off from its leader cannot renew anything
+            # (it waits for a leader to forward to), and with ``hasleader`` it ends the
+            # stream (3 election timeouts after losing its leader), so the manager moves
+            # to a member that can renew - instead of waiting for the leases to lapse.
+            stream = await self._conn.open_stream(LEASE_KEEPALIVE, extra_metadata=_REQUIRE_LEADER)
         except errors.EtcdError as exc:
             self._last_error = exc
             return None

@@ -42,6 +42,9 @@ class AsyncWatchStream:
         self._pending: deque[tuple[int, AsyncWatcher]] = deque()
         self._next_id = 1
         self._stream: BidiStream | None = None
+        # The member the current stream went to: a broken stream must move the client
+        # away from *that* member, not from wherever another stream has moved it since.
+        self._stream_endpoint = ""
         self._reader: Task | None = None
         self._stop = Event()
         self._closed = False
@@ -54,6 +57,7 @@ class AsyncWatchStream:
 
     async def _ensure_started(self) -> None:
         if self._stream is None:
+            self._stream_endpoint = self._conn.endpoint
             self._stream = await self._conn.open_stream(WATCH, extra_metadata=self._metadata)
             self._reader = spawn(self._read_loop, name="etcdsync-watch-reader")
 
@@ -142,7 +146,7 @@ class AsyncWatchStream:
             delay = min(delay * 2, _BACKOFF_MAX)
 
     async def _reconnect(self, failure: BaseException | None, delay: float) -> None:
-        endpoint = self._conn.endpoint
+        endpoint = self._stream_endpoint
         if await wait_event(self._stop, random.uniform(delay / 2, delay)):
             return
         if failure is not None and _status.is_auth_token_error(failure):
@@ -156,6 +160,7 @@ class AsyncWatchStream:
             if self._closed:
                 return
             try:
+                self._stream_endpoint = self._conn.endpoint
                 self._stream = await self._conn.open_stream(WATCH, extra_metadata=self._metadata)
             except errors.EtcdError as exc:  # closed or forked: tell every watcher
                 self._fail_all(exc)

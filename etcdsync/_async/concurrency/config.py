@@ -181,8 +181,14 @@ class AsyncConfigWatcher:
         self._raw = raw
         snapshot = self._candidate(revision)  # raises: nothing to keep yet
         self._snapshot = snapshot
+        # require_leader: a member cut off from its leader would leave the view stale
+        # without a word; this way the watch moves to a member that has one.
         self._watcher = await self._client.watch(
-            self._prefix, prefix=True, start_revision=revision + 1, timeout=timeout
+            self._prefix,
+            prefix=True,
+            start_revision=revision + 1,
+            require_leader=True,
+            timeout=timeout,
         )
         self._started = True
         self._task = spawn(self._run, name="etcdsync-config")
@@ -350,7 +356,7 @@ class AsyncConfigWatcher:
         try:
             raw, revision = await self._load(None)
             watcher = await self._client.watch(
-                self._prefix, prefix=True, start_revision=revision + 1
+                self._prefix, prefix=True, start_revision=revision + 1, require_leader=True
             )
         except errors.ClientClosedError as exc:
             self._end(exc)

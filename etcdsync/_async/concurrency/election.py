@@ -335,7 +335,12 @@ class AsyncElection:
             # Once per session (the shared one outlives many terms), and weakly: the
             # session must not keep every election that ever used it alive.
             session.add_done_callback(_session_hook(weakref.ref(self), session))
-        watcher = await self._client.watch(key, start_revision=seen_revision + 1)
+        # require_leader (here and below): a member cut off from its leader never
+        # reports the key's deletion; the header makes it end the stream so the watch
+        # resumes on a member that has a leader.
+        watcher = await self._client.watch(
+            key, start_revision=seen_revision + 1, require_leader=True
+        )
         with self._lock:
             self._key_watcher = watcher
         spawn(self._follow_key, watcher, session, term, key, rev, name="etcdsync-election-key")
@@ -355,7 +360,9 @@ class AsyncElection:
                         await self._key_gone(session, term)
                         return
                     await watcher.cancel()
-                    watcher = await self._client.watch(key, start_revision=now.revision + 1)
+                    watcher = await self._client.watch(
+                        key, start_revision=now.revision + 1, require_leader=True
+                    )
                     with self._lock:
                         self._key_watcher = watcher
                     continue
@@ -575,7 +582,11 @@ class AsyncElectionObserver:
         response = await self._client.get(self._prefix, prefix=True, timeout=timeout)
         self._candidates = {kv.key: kv for kv in response.kvs}
         watcher = await self._client.watch(
-            self._prefix, prefix=True, start_revision=response.revision + 1, timeout=timeout
+            self._prefix,
+            prefix=True,
+            start_revision=response.revision + 1,
+            require_leader=True,
+            timeout=timeout,
         )
         if self._cancelled:  # cancel() ran (from another thread) while we synced
             await watcher.cancel()

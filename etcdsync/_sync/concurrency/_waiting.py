@@ -229,11 +229,16 @@ def _follow_deletes(
     or 0 to ask the caller for a fresh read: the single watched key is gone
     (``allowed == 0``) or the history needed was compacted.
     """
+    # require_leader: a member cut off from its leader learns of no deletion, so a
+    # waiter watching through it would wait forever (or until its timeout) while the
+    # lock passes it by; with the header the member ends the stream within three
+    # election timeouts and the watch resumes on a member that has a leader.
     watcher = client.watch(
         target,
         prefix=allowed > 0,
         start_revision=start_revision,
         no_put=True,
+        require_leader=True,
         timeout=deadline.rpc_timeout(),
     )
     try:
