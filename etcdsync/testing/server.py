@@ -719,8 +719,7 @@ class EtcdServer:
                 last_error = repr(exc)
             if time.monotonic() >= deadline:
                 raise EtcdStartError(
-                    f"etcd {self.name!r} not healthy after {limit}s "
-                    f"(last: {last_error})",
+                    f"etcd {self.name!r} not healthy after {limit}s (last: {last_error})",
                     self.log_tail(),
                 )
             time.sleep(0.02)
@@ -903,4 +902,3 @@ def _opt_path(value: StrPath | None, fallback: Path | None) -> Path | None:
     if value is not None:
         return Path(value)
     return fallback
-
