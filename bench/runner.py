@@ -54,6 +54,8 @@ class Run:
     unavailable: dict[str, str] = field(default_factory=dict)
     outcomes: dict[str, dict[str, Outcome]] = field(default_factory=dict)
     seconds: float = 0.0
+    setup_seconds: float = 0.0
+    """Of ``seconds``: venvs and the Go build (before the first workload)."""
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -65,6 +67,7 @@ class Run:
             "versions": self.versions,
             "unavailable": self.unavailable,
             "seconds": self.seconds,
+            "setup_seconds": self.setup_seconds,
             "outcomes": {
                 client: {name: vars(o) for name, o in per.items()}
                 for client, per in self.outcomes.items()
@@ -169,10 +172,11 @@ class Cleaner:
         with Client(self.endpoint, timeout=30) as etcd:
             return len(etcd.leases())
 
-    def reset(self, prefix: str) -> None:
-        asyncio.run(self._reset(prefix))
+    def reset(self, prefix: str, *, keys: bool = True) -> None:
+        """Revoke every lease; delete the keys under ``prefix`` too unless told not to."""
+        asyncio.run(self._reset(prefix, keys))
 
-    async def _reset(self, prefix: str) -> None:
+    async def _reset(self, prefix: str, keys: bool) -> None:
         async with AsyncClient(self.endpoint, timeout=60) as etcd:
             ids = await etcd.leases()
             limit = asyncio.Semaphore(64)
@@ -185,70 +189,110 @@ class Cleaner:
                         pass  # expired meanwhile
 
             await asyncio.gather(*(revoke(i) for i in ids))
-            await etcd.delete(prefix, prefix=True)
+            if keys:
+                await etcd.delete(prefix, prefix=True)
 
     def compact(self) -> None:
         with Client(self.endpoint, timeout=60) as etcd:
             revision = etcd.get("bench/").revision
-            etcd.compact(revision, physical=True)
+            try:
+                etcd.compact(revision, physical=True)
+            except errors.CompactedError:
+                pass  # nothing was written since the last compaction
 
 
-def run_client(
-    prepared: Prepared,
-    server: EtcdServer,
-    cleaner: Cleaner,
-    workloads: list[Workload],
-    run: Run,
-    reps: int | None,
-) -> None:
-    spec = prepared.spec
-    per = run.outcomes.setdefault(spec.name, {})
-    for workload in workloads:
-        if spec.kind not in workload.kinds:
-            continue
-        params = params_for(workload, spec, server, run.quick, reps)
-        outcome = per[workload.name] = Outcome(
-            params={k: v for k, v in params.items() if k not in ("writer_cmd", "writer_cwd")}
+class Round:
+    """One client's repetitions of one workload, run round by round."""
+
+    def __init__(
+        self, prepared: Prepared, server: EtcdServer, workload: Workload, run: Run, reps: int | None
+    ) -> None:
+        self.prepared = prepared
+        self.server = server
+        self.workload = workload
+        self.run = run
+        self.params = params_for(workload, prepared.spec, server, run.quick, reps)
+        self.outcome = run.outcomes.setdefault(prepared.spec.name, {})[workload.name] = Outcome(
+            params={k: v for k, v in self.params.items() if k not in ("writer_cmd", "writer_cwd")}
         )
-        cleaner.reset(params["prefix"])
-        rounds = params["reps"] if workload.process_per_rep else 1
+        self.rounds = self.params["reps"] if workload.interleave else 1
+        self.seconds = 0.0
+
+    @property
+    def finished(self) -> bool:
+        return self.outcome.error is not None or self.outcome.skipped is not None
+
+    def play(self, index: int, cleaner: Cleaner) -> None:
+        """Run round ``index`` in a fresh driver process; record what it reported."""
+        if self.finished:
+            return
+        spec, workload, outcome = self.prepared.spec, self.workload, self.outcome
+        params = dict(self.params)
+        if workload.interleave:
+            params.update(reps=1, rep=index)
+        log = WORK / "logs" / f"{spec.name}-{workload.name}-{index}.log"
+        log.parent.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
-        for round_index in range(rounds):
-            round_params = dict(params)
-            if workload.process_per_rep:
-                round_params.update(reps=1, rep=round_index)
-            log = WORK / "logs" / f"{spec.name}-{workload.name}-{round_index}.log"
-            log.parent.mkdir(parents=True, exist_ok=True)
-            records, error = _run_driver(
-                prepared,
-                server.endpoint,
-                workload.name,
-                round_params,
-                _timeout(workload, run.quick),
-                log,
-            )
-            for record in records:
-                if record["type"] == "meta":
-                    run.versions.setdefault(spec.name, {}).update(record["versions"])
-                elif record["type"] == "skip":
-                    outcome.skipped = record["reason"]
-                elif record["type"] == "result":
-                    outcome.reps.append(dict(record["metrics"]))
-            if workload.count_leases and outcome.reps and error is None:
-                outcome.reps[-1]["leases_left"] = cleaner.lease_count()
-            cleaner.reset(params["prefix"])
-            if error is not None:
-                outcome.error = error
-                break
-            if outcome.skipped:
-                break
+        records, error = _run_driver(
+            self.prepared,
+            self.server.endpoint,
+            workload.name,
+            params,
+            _timeout(workload, self.run.quick),
+            log,
+        )
+        self.seconds += time.monotonic() - started
+        for record in records:
+            if record["type"] == "meta":
+                self.run.versions.setdefault(spec.name, {}).update(record["versions"])
+            elif record["type"] == "skip":
+                outcome.skipped = record["reason"]
+            elif record["type"] == "result":
+                outcome.reps.append(dict(record["metrics"]))
+        if workload.count_leases and outcome.reps and error is None:
+            outcome.reps[-1]["leases_left"] = cleaner.lease_count()
+        outcome.error = error
+        # Keys stay between rounds (the range workload reuses its preload); leases
+        # never do: every round starts with none but its own.
+        cleaner.reset(self.params["prefix"], keys=index == self.rounds - 1 or self.finished)
+
+    def report(self) -> None:
+        outcome = self.outcome
         status = outcome.error or outcome.skipped or f"{len(outcome.reps)} reps"
         print(
-            f"[bench] {spec.name:15} {workload.name:17} {time.monotonic() - started:6.1f} s  "
-            f"{status}",
+            f"[bench] {self.prepared.spec.name:15} {self.workload.name:17} "
+            f"{self.seconds:6.1f} s  {status}",
             file=sys.stderr,
             flush=True,
         )
+
+
+def run_workload(
+    prepared: list[Prepared],
+    server: EtcdServer,
+    cleaner: Cleaner,
+    workload: Workload,
+    run: Run,
+    reps: int | None,
+) -> None:
+    """Every client's repetitions of one workload (interleaved, unless the workload
+    runs all of its repetitions in one process)."""
+    rounds = [
+        Round(item, server, workload, run, reps)
+        for item in prepared
+        if item.spec.kind in workload.kinds
+    ]
+    for r in rounds:
+        cleaner.reset(r.params["prefix"])
+    if workload.interleave:
+        for index in range(max((r.rounds for r in rounds), default=0)):
+            for r in rounds:
+                r.play(index, cleaner)
+    else:
+        for r in rounds:
+            r.play(0, cleaner)
+    for r in rounds:
+        r.report()
 
 
 def execute(
@@ -281,11 +325,18 @@ def execute(
                 prepared[-1].command[0], [*names, "grpcio", "protobuf"]
             )
     selected = [w for w in WORKLOADS if w.name in workloads]
+    run.setup_seconds = time.monotonic() - started
     with EtcdServer(version=etcd_version) as server:
         run.etcd = server.version
         cleaner = Cleaner(server.endpoint)
-        for item in prepared:
-            run_client(item, server, cleaner, selected, run, reps)
+        # Workload by workload, every client in turn: the load of a shared machine
+        # drifts over minutes, and clients compared in one row are then measured
+        # close together in time.
+        for workload in selected:
+            run_workload(prepared, server, cleaner, workload, run, reps)
             cleaner.compact()
     run.seconds = time.monotonic() - started
+    run.machine["load average at end (1/5/15 min)"] = " / ".join(
+        f"{x:.2f}" for x in os.getloadavg()
+    )
     return run

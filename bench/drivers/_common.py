@@ -79,11 +79,16 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ordered[min(rank, len(ordered)) - 1]
 
 
-def latency_metrics(latencies_s: Sequence[float], ops: int, wall_s: float) -> dict[str, float]:
+def latency_metrics(
+    latencies_s: Sequence[float], ops: int, wall_s: float, cpu_s: float
+) -> dict[str, float]:
+    """Rate and latency percentiles, and this process's CPU time per operation
+    (all threads: far less sensitive than wall time to other load on the machine)."""
     return {
         "ops_s": ops / wall_s,
         "p50_ms": percentile(latencies_s, 50) * 1e3,
         "p99_ms": percentile(latencies_s, 99) * 1e3,
+        "cpu_us_op": cpu_s / max(ops, 1) * 1e6,
     }
 
 

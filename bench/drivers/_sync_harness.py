@@ -99,13 +99,13 @@ def put_seq(a: SyncAdapter, p: dict[str, Any]) -> None:
     for rep in range(p["reps"]):
         keys = [b"%sput/%d/%08d" % (p["prefix"], rep, i) for i in range(p["n"])]
         lat = []
-        start = time.perf_counter()
+        cpu0, start = time.process_time(), time.perf_counter()
         for key in keys:
             t = time.perf_counter()
             a.put(key, value)
             lat.append(time.perf_counter() - t)
-        wall = time.perf_counter() - start
-        c.result("put_seq", rep, **c.latency_metrics(lat, len(keys), wall))
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
+        c.result("put_seq", rep, **c.latency_metrics(lat, len(keys), wall, cpu))
 
 
 def get_seq(a: SyncAdapter, p: dict[str, Any]) -> None:
@@ -114,13 +114,13 @@ def get_seq(a: SyncAdapter, p: dict[str, Any]) -> None:
     _warmup(a, p["prefix"])
     for rep in range(p["reps"]):
         lat = []
-        start = time.perf_counter()
+        cpu0, start = time.process_time(), time.perf_counter()
         for _ in range(p["n"]):
             t = time.perf_counter()
             a.get(key)
             lat.append(time.perf_counter() - t)
-        wall = time.perf_counter() - start
-        c.result("get_seq", rep, **c.latency_metrics(lat, p["n"], wall))
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
+        c.result("get_seq", rep, **c.latency_metrics(lat, p["n"], wall, cpu))
 
 
 def put_threads(a: SyncAdapter, p: dict[str, Any]) -> None:
@@ -153,26 +153,28 @@ def put_threads(a: SyncAdapter, p: dict[str, Any]) -> None:
         for thread in pool:
             thread.start()
         barrier.wait()
-        start = time.perf_counter()
+        cpu0, start = time.process_time(), time.perf_counter()
         for thread in pool:
             thread.join()
-        wall = time.perf_counter() - start
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
         flat = [x for lat in lats for x in lat]
-        c.result("put_threads", rep, **c.latency_metrics(flat, len(flat), wall))
+        c.result("put_threads", rep, **c.latency_metrics(flat, len(flat), wall, cpu))
 
 
 def range_read(a: SyncAdapter, p: dict[str, Any], endpoint: str) -> None:
     prefix = p["prefix"] + b"range/"
-    c.preload(p, endpoint, prefix, p["keys"], p["value_size"])
+    # The keys stay between the rounds of this workload: load them once.
     if a.get_prefix(prefix) != p["keys"]:  # also warms up
-        raise RuntimeError("range read returned the wrong number of keys")
+        c.preload(p, endpoint, prefix, p["keys"], p["value_size"])
+        if a.get_prefix(prefix) != p["keys"]:
+            raise RuntimeError("range read returned the wrong number of keys")
     for rep in range(p["reps"]):
-        start = time.perf_counter()
+        cpu0, start = time.process_time(), time.perf_counter()
         count = a.get_prefix(prefix)
-        wall = time.perf_counter() - start
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
         if count != p["keys"]:
             raise RuntimeError(f"range read returned {count} keys, not {p['keys']}")
-        c.result("range_read", rep, read_ms=wall * 1e3, keys_s=count / wall)
+        c.result("range_read", rep, read_ms=wall * 1e3, keys_s=count / wall, cpu_ms=cpu * 1e3)
 
 
 def watch_delivery(a: SyncAdapter, p: dict[str, Any], endpoint: str) -> None:
@@ -254,21 +256,22 @@ def lock_uncontended(a: SyncAdapter, p: dict[str, Any]) -> None:
     for rep in range(p["reps"]):
         lat = []
         failures = 0
-        start = time.perf_counter()
+        cpu0, start = time.process_time(), time.perf_counter()
         for _ in range(p["cycles"]):
             t = time.perf_counter()
             if a.lock_cycle(name, p["ttl"], p["timeout"], lambda: None):
                 lat.append(time.perf_counter() - t)
             else:
                 failures += 1
-        wall = time.perf_counter() - start
-        metrics = c.latency_metrics(lat, len(lat), wall)
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
+        metrics = c.latency_metrics(lat, len(lat), wall, cpu)
         c.result(
             "lock_uncontended",
             rep,
             cycles_s=metrics["ops_s"],
             p50_ms=metrics["p50_ms"],
             p99_ms=metrics["p99_ms"],
+            cpu_us_op=metrics["cpu_us_op"],
             failures=failures,
         )
 

@@ -101,11 +101,13 @@ func percentile(values []float64, q float64) float64 {
 	return ordered[rank-1]
 }
 
-func latencyMetrics(lat []float64, ops int, wall float64) map[string]float64 {
+// latencyMetrics mirrors _common.latency_metrics (cpu: this process's CPU seconds).
+func latencyMetrics(lat []float64, ops int, wall, cpu float64) map[string]float64 {
 	return map[string]float64{
-		"ops_s":  float64(ops) / wall,
-		"p50_ms": percentile(lat, 50) * 1e3,
-		"p99_ms": percentile(lat, 99) * 1e3,
+		"ops_s":     float64(ops) / wall,
+		"p50_ms":    percentile(lat, 50) * 1e3,
+		"p99_ms":    percentile(lat, 99) * 1e3,
+		"cpu_us_op": cpu / math.Max(float64(ops), 1) * 1e6,
 	}
 }
 
@@ -196,14 +198,14 @@ func putSeq(cli *clientv3.Client, p params) {
 	for rep := 0; rep < p.int("reps"); rep++ {
 		n := p.int("n")
 		lat := make([]float64, 0, n)
-		start := time.Now()
+		cpu0, start := cpuSeconds(), time.Now()
 		for i := 0; i < n; i++ {
 			t := time.Now()
 			_, err := cli.Put(context.Background(), fmt.Sprintf("%sput/%d/%08d", prefix, rep, i), value)
 			check(err)
 			lat = append(lat, time.Since(t).Seconds())
 		}
-		result("put_seq", rep, latencyMetrics(lat, n, time.Since(start).Seconds()))
+		result("put_seq", rep, latencyMetrics(lat, n, time.Since(start).Seconds(), cpuSeconds()-cpu0))
 	}
 }
 
@@ -215,14 +217,14 @@ func getSeq(cli *clientv3.Client, p params) {
 	for rep := 0; rep < p.int("reps"); rep++ {
 		n := p.int("n")
 		lat := make([]float64, 0, n)
-		start := time.Now()
+		cpu0, start := cpuSeconds(), time.Now()
 		for i := 0; i < n; i++ {
 			t := time.Now()
 			_, err := cli.Get(context.Background(), key)
 			check(err)
 			lat = append(lat, time.Since(t).Seconds())
 		}
-		result("get_seq", rep, latencyMetrics(lat, n, time.Since(start).Seconds()))
+		result("get_seq", rep, latencyMetrics(lat, n, time.Since(start).Seconds(), cpuSeconds()-cpu0))
 	}
 }
 
@@ -235,7 +237,7 @@ func putConcurrent(cli *clientv3.Client, p params, workload string, workers int)
 		per := p.int("n") / workers
 		lats := make([][]float64, workers)
 		var wg sync.WaitGroup
-		start := time.Now()
+		cpu0, start := cpuSeconds(), time.Now()
 		for w := 0; w < workers; w++ {
 			wg.Add(1)
 			go func(w int) {
@@ -251,29 +253,36 @@ func putConcurrent(cli *clientv3.Client, p params, workload string, workers int)
 			}(w)
 		}
 		wg.Wait()
-		wall := time.Since(start).Seconds()
+		wall, cpu := time.Since(start).Seconds(), cpuSeconds()-cpu0
 		var flat []float64
 		for _, lat := range lats {
 			flat = append(flat, lat...)
 		}
-		result(workload, rep, latencyMetrics(flat, len(flat), wall))
+		result(workload, rep, latencyMetrics(flat, len(flat), wall, cpu))
 	}
 }
 
 func rangeRead(cli *clientv3.Client, p params, endpoint string) {
 	prefix, keys := p.str("prefix")+"range/", p.int("keys")
-	cmd, out := startWriter(p, endpoint, prefix, keys, 100, p.int("value_size"))
-	finishWriter(cmd, out)
+	// The keys stay between the rounds of this workload: load them once.
+	resp, err := cli.Get(context.Background(), prefix, clientv3.WithPrefix(), clientv3.WithCountOnly())
+	check(err)
+	if resp.Count != int64(keys) {
+		cmd, out := startWriter(p, endpoint, prefix, keys, 100, p.int("value_size"))
+		finishWriter(cmd, out)
+	}
 	for rep := -1; rep < p.int("reps"); rep++ { // rep -1 warms up
-		start := time.Now()
+		cpu0, start := cpuSeconds(), time.Now()
 		resp, err := cli.Get(context.Background(), prefix, clientv3.WithPrefix())
 		check(err)
-		wall := time.Since(start).Seconds()
+		wall, cpu := time.Since(start).Seconds(), cpuSeconds()-cpu0
 		if len(resp.Kvs) != keys {
 			fail(fmt.Errorf("range read returned %d keys, not %d", len(resp.Kvs), keys))
 		}
 		if rep >= 0 {
-			result("range_read", rep, map[string]float64{"read_ms": wall * 1e3, "keys_s": float64(keys) / wall})
+			result("range_read", rep, map[string]float64{
+				"read_ms": wall * 1e3, "keys_s": float64(keys) / wall, "cpu_ms": cpu * 1e3,
+			})
 		}
 	}
 }
@@ -430,7 +439,7 @@ func lockUncontended(cli *clientv3.Client, p params) {
 	for rep := 0; rep < p.int("reps"); rep++ {
 		var lat []float64
 		failures := 0
-		start := time.Now()
+		cpu0, start := cpuSeconds(), time.Now()
 		for i := 0; i < p.int("cycles"); i++ {
 			t := time.Now()
 			if lockCycle(sess, name, timeout, func() {}) {
@@ -439,9 +448,10 @@ func lockUncontended(cli *clientv3.Client, p params) {
 				failures++
 			}
 		}
-		m := latencyMetrics(lat, len(lat), time.Since(start).Seconds())
+		m := latencyMetrics(lat, len(lat), time.Since(start).Seconds(), cpuSeconds()-cpu0)
 		result("lock_uncontended", rep, map[string]float64{
-			"cycles_s": m["ops_s"], "p50_ms": m["p50_ms"], "p99_ms": m["p99_ms"], "failures": float64(failures),
+			"cycles_s": m["ops_s"], "p50_ms": m["p50_ms"], "p99_ms": m["p99_ms"],
+			"cpu_us_op": m["cpu_us_op"], "failures": float64(failures),
 		})
 	}
 }
