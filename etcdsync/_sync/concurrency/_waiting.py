@@ -20,6 +20,7 @@ Everything here uses the client's public KV and Watch API only.
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from ... import errors
@@ -126,6 +127,10 @@ class _SessionWatch:
             self._session.remove_done_callback(self._on_done)
 
 
+# The keys of the predecessors still present, youngest first, and the read's revision.
+_Predecessors = tuple[list[bytes], int]
+
+
 def wait_for_deletes(
     client: Client,
     prefix: str | bytes,
@@ -142,9 +147,10 @@ def wait_for_deletes(
     it then waits for your predecessors to go.
 
     * ``allowed=0`` (mutex, election, RW lock): repeatedly read the *last* key
-      created at or before ``max_create_revision``, and watch (from that read's
-      revision + 1) for its DELETE; when no such key is left, return.  Each
-      contender watches one key: its immediate predecessor.
+      created at or before ``max_create_revision``, and watch for its DELETE
+      (the watch starts now and the key is checked again once it exists); when
+      no such key is left, return.  Each contender watches one key: its
+      immediate predecessor.
     * ``allowed > 0`` (semaphore of ``allowed + 1`` holders): read the set of
       predecessors once, then follow the DELETE events under ``prefix`` and count
       them off locally - no read per wake-up.  The predecessor set can only
@@ -172,41 +178,40 @@ def wait_for_deletes(
         )
     deadline = Deadline(timeout)
     guard = _SessionWatch(session)
+
+    def predecessors() -> _Predecessors:
+        response = client.get(
+            prefix,
+            prefix=True,
+            max_create_revision=max_create_revision,
+            sort_order="descend",
+            sort_target="create",
+            limit=1 if allowed == 0 else 0,
+            keys_only=True,
+            timeout=deadline.rpc_timeout(),
+        )
+        # Not ``count``: etcd counts the range before the create-revision filter.
+        return [kv.key for kv in response.kvs], response.revision
+
     try:
         while True:
             guard.check()
             if max_create_revision == 0:
                 return 0  # nothing can be older than revision 1
-            response = client.get(
-                prefix,
-                prefix=True,
-                max_create_revision=max_create_revision,
-                sort_order="descend",
-                sort_target="create",
-                limit=1 if allowed == 0 else 0,
-                keys_only=True,
-                timeout=deadline.rpc_timeout(),
-            )
-            # Not ``count``: etcd counts the range before the create-revision filter.
-            if len(response.kvs) <= allowed:
-                return response.revision
-            if max_create_revision > response.revision:
+            keys, revision = predecessors()
+            if len(keys) <= allowed:
+                return revision
+            if max_create_revision > revision:
                 raise errors.InvalidRequest(
                     f"max_create_revision {max_create_revision} is in the future "
-                    f"(current revision {response.revision})"
+                    f"(current revision {revision})"
                 )
             if deadline.expired():
                 raise _timeout(prefix, deadline)
-            if allowed == 0:
-                # Only the youngest predecessor: once it is gone, look again.
-                watched: set[bytes] = {response.kvs[0].key}
-                target: str | bytes = response.kvs[0].key
-            else:
-                watched = {kv.key for kv in response.kvs}
-                target = prefix
-            done = _follow_deletes(
-                client, guard, target, watched, allowed, response.revision + 1, deadline
-            )
+            # Only the youngest predecessor matters with allowed=0: once it is gone,
+            # look again.  With allowed > 0 every predecessor is counted off.
+            target: str | bytes = keys[0] if allowed == 0 else prefix
+            done = _follow_deletes(client, guard, target, allowed, deadline, predecessors)
             if done:
                 return done
     finally:
@@ -217,17 +222,23 @@ def _follow_deletes(
     client: Client,
     guard: _SessionWatch,
     target: str | bytes,
-    keys: set[bytes],
     allowed: int,
-    start_revision: int,
     deadline: Deadline,
+    predecessors: Callable[[], _Predecessors],
 ) -> int:
-    """Watch ``target`` (a key or, with ``allowed > 0``, the prefix) from
-    ``start_revision`` and strike ``keys`` off as they are deleted.
+    """Watch ``target`` (a key or, with ``allowed > 0``, the prefix) and strike the
+    predecessors off as they are deleted.
 
-    Returns the deleting revision once at most ``allowed`` remain (``allowed > 0``),
-    or 0 to ask the caller for a fresh read: the single watched key is gone
-    (``allowed == 0``) or the history needed was compacted.
+    The watch starts "from now" and the predecessors are read again *after* it
+    exists, so no deletion can fall between the two.  (Watching from the first
+    read's revision + 1 would do too, but etcd serves a watch that starts in the
+    past from its unsynced group, which it visits every 100 ms: every lock
+    handover would wait ~100 ms for its DELETE event.)
+
+    Returns the revision at which at most ``allowed`` predecessors remained
+    (``allowed > 0``), or 0 to ask the caller for a fresh read: the single watched
+    key is gone or was replaced (``allowed == 0``), or the watch failed over a
+    compaction.
     """
     # require_leader: a member cut off from its leader learns of no deletion, so a
     # waiter watching through it would wait forever (or until its timeout) while the
@@ -236,13 +247,19 @@ def _follow_deletes(
     watcher = client.watch(
         target,
         prefix=allowed > 0,
-        start_revision=start_revision,
         no_put=True,
         require_leader=True,
         timeout=deadline.rpc_timeout(),
     )
     try:
         guard.follow(watcher)
+        current, revision = predecessors()
+        if allowed == 0:
+            if target not in current:
+                return 0  # deleted (or no longer the youngest) before the watch began
+        elif len(current) <= allowed:
+            return revision
+        keys = set(current)
         while True:
             try:
                 batch = watcher.get(deadline.remaining())
