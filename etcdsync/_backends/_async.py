@@ -79,7 +79,9 @@ async def acquire_lock(lock: asyncio.Lock, timeout: float | None) -> bool:
 
     ``timeout=0`` takes the lock only if it is free now.
     """
-    if timeout is None:
+    if timeout is None or (not lock.locked() and not getattr(lock, "_waiters", True)):
+        # A free lock nobody queues for is taken without suspending: no task needed.
+        # (With queued waiters acquire() would wait its turn, unbounded: slow path.)
         await lock.acquire()
         return True
     # A task of its own: asyncio.wait lets it run (and take a free lock) before the
