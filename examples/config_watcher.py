@@ -15,10 +15,9 @@ from __future__ import annotations
 import json
 import sys
 import threading
-from contextlib import ExitStack
 
 from etcdsync import Client, ConfigSnapshot, Op, errors
-from etcdsync.testing import EtcdServer
+from etcdsync.testing import endpoint_or_embedded
 
 PREFIX = "demo/services/api/"
 
@@ -84,13 +83,7 @@ def run(endpoint: str) -> None:
 
 
 def main() -> int:
-    with ExitStack() as stack:
-        if len(sys.argv) > 1:
-            endpoint = sys.argv[1]
-        else:
-            server = stack.enter_context(EtcdServer())
-            endpoint = server.endpoint
-            print(f"embedded etcd {server.version} at {endpoint}")
+    with endpoint_or_embedded(sys.argv[1:]) as endpoint:
         run(endpoint)
     return 0
 

@@ -13,10 +13,9 @@ from __future__ import annotations
 
 import sys
 import threading
-from contextlib import ExitStack
 
 from etcdsync import Client, Op, errors
-from etcdsync.testing import EtcdServer
+from etcdsync.testing import endpoint_or_embedded
 
 
 def worker(etcd: Client, index: int, log: list[str]) -> None:
@@ -78,13 +77,7 @@ def run(endpoint: str) -> None:
 
 
 def main() -> int:
-    with ExitStack() as stack:
-        if len(sys.argv) > 1:
-            endpoint = sys.argv[1]
-        else:
-            server = stack.enter_context(EtcdServer())
-            endpoint = server.endpoint
-            print(f"embedded etcd {server.version} at {endpoint}")
+    with endpoint_or_embedded(sys.argv[1:]) as endpoint:
         run(endpoint)
     return 0
 

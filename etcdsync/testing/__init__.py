@@ -21,6 +21,7 @@ from .binaries import (
 )
 from .cluster import EtcdCluster
 from .docker import DockerEtcd, docker_available
+from .embedded import endpoint_or_embedded
 from .proxy import FaultProxy
 from .server import (
     EtcdctlError,
@@ -48,6 +49,7 @@ __all__ = [
     "TLSFiles",
     "available_binaries",
     "docker_available",
+    "endpoint_or_embedded",
     "find_etcd",
     "generate_tls_files",
     "openssl_available",

@@ -17,40 +17,10 @@ import pytest
 from etcdsync import AsyncClient, Compare, Op, errors
 from etcdsync._async.concurrency.mutex import AsyncMutex
 from etcdsync._backends._async import Event, sleep, spawn, wait_event
-from etcdsync.watch_types import EventType
+
+from .lock_helpers import collect, count_keys, wait_count
 
 TTL = 5
-
-
-async def _count(etcd: AsyncClient, prefix: str) -> int:
-    return (await etcd.get(prefix, prefix=True, count_only=True)).count
-
-
-async def _wait_count(etcd: AsyncClient, prefix: str, want: int, timeout: float = 10.0) -> None:
-    """Wait (on a watch, not by polling) until ``prefix`` holds ``want`` keys."""
-    response = await etcd.get(prefix, prefix=True, count_only=True)
-    count = response.count
-    if count == want:
-        return
-    deadline = time.monotonic() + timeout
-    async with await etcd.watch(
-        prefix, prefix=True, start_revision=response.revision + 1
-    ) as watcher:
-        while count != want:
-            batch = await watcher.get(max(deadline - time.monotonic(), 0.0))
-            for event in batch.events:
-                if event.type is EventType.DELETE:
-                    count -= 1
-                elif event.kv.version == 1:
-                    count += 1
-
-
-async def _collect(out: list[Any], fn: Any, *args: Any) -> None:
-    """Run ``fn(*args)`` in a task/thread, keeping its result or exception."""
-    try:
-        out.append(await fn(*args))
-    except BaseException as exc:
-        out.append(exc)
 
 
 async def test_key_layout_token_and_release(etcd_endpoint: str, prefix: str) -> None:
@@ -69,7 +39,7 @@ async def test_key_layout_token_and_release(etcd_endpoint: str, prefix: str) -> 
             assert lock.fencing_token == kv.create_revision
             assert (await etcd.txn([lock.is_owner()])).succeeded
         assert not lock.held
-        assert await _count(etcd, f"{name}/") == 0
+        assert await count_keys(etcd, f"{name}/") == 0
         with pytest.raises(errors.LockError):
             _ = lock.fencing_token
         with pytest.raises(errors.LockError):
@@ -89,7 +59,7 @@ async def test_try_acquire_and_timeout_leave_no_queued_key(etcd_endpoint: str, p
         contender = b.lock(name, ttl=TTL)
         assert await contender.try_acquire() is False
         assert not contender.held
-        assert await _count(a, f"{name}/") == 1
+        assert await count_keys(a, f"{name}/") == 1
 
         started = time.monotonic()
         with pytest.raises(errors.LockTimeout) as caught:
@@ -97,7 +67,7 @@ async def test_try_acquire_and_timeout_leave_no_queued_key(etcd_endpoint: str, p
         elapsed = time.monotonic() - started
         assert isinstance(caught.value, TimeoutError)  # LockTimeout is a Timeout
         assert 0.3 <= elapsed < 3.0
-        assert await _count(a, f"{name}/") == 1  # its queued key was removed
+        assert await count_keys(a, f"{name}/") == 1  # its queued key was removed
 
         await holder.release()
         assert await contender.try_acquire() is True
@@ -116,7 +86,7 @@ async def test_timed_out_context_manager_never_runs_its_body(
                 async with b.lock(name, ttl=TTL, timeout=0.2):
                     ran.append("body")  # pragma: no cover - must never run
         assert ran == []
-        assert await _count(a, f"{name}/") == 0
+        assert await count_keys(a, f"{name}/") == 0
 
 
 async def test_waiters_are_served_in_arrival_order(etcd_endpoint: str, prefix: str) -> None:
@@ -134,8 +104,8 @@ async def test_waiters_are_served_in_arrival_order(etcd_endpoint: str, prefix: s
         holder_token = holder.fencing_token
         tasks = []
         for index in range(3):
-            tasks.append(spawn(_collect, results, waiter, index, name=f"waiter-{index}"))
-            await _wait_count(etcd, f"{name}/", index + 2)  # queued before the next one
+            tasks.append(spawn(collect, results, waiter, index, name=f"waiter-{index}"))
+            await wait_count(etcd, f"{name}/", index + 2)  # queued before the next one
         assert order == []
         await holder.release()
         for task in tasks:
@@ -166,15 +136,15 @@ async def test_a_leaving_waiter_does_not_let_the_next_one_in(
         holder = await etcd.lock(name, ttl=TTL).acquire()
         first_results: list[Any] = []
         first = spawn(
-            _collect, first_results, first_client.lock(name, ttl=TTL).acquire, 1.0, name="first"
+            collect, first_results, first_client.lock(name, ttl=TTL).acquire, 1.0, name="first"
         )
-        await _wait_count(etcd, f"{name}/", 2)
-        task = spawn(_collect, results, second, name="second")
-        await _wait_count(etcd, f"{name}/", 3)
+        await wait_count(etcd, f"{name}/", 2)
+        task = spawn(collect, results, second, name="second")
+        await wait_count(etcd, f"{name}/", 3)
         # The first waiter gives up: the second must now wait for the holder, not enter.
         assert await first.join(10)
         assert isinstance(first_results[0], errors.LockTimeout)
-        await _wait_count(etcd, f"{name}/", 2)
+        await wait_count(etcd, f"{name}/", 2)
         assert not await wait_event(acquired, 0.5)
         assert holder.held
         await holder.release()
@@ -203,7 +173,7 @@ async def test_retried_release_never_deletes_a_newer_holders_key(
         assert kv is not None and kv.create_revision == new.fencing_token
         assert (await b.txn([new.is_owner()])).succeeded
         await new.release()
-        assert await _count(a, f"{name}/") == 0
+        assert await count_keys(a, f"{name}/") == 0
         session_b.orphan()
         await session_a.close()
 
@@ -242,7 +212,7 @@ async def test_holders_sharing_a_client_exclude_each_other(etcd_endpoint: str, p
                 counter[0] = value + 1
 
     async with AsyncClient(etcd_endpoint) as etcd:
-        tasks = [spawn(_collect, results, worker, name=f"worker-{i}") for i in range(6)]
+        tasks = [spawn(collect, results, worker, name=f"worker-{i}") for i in range(6)]
         for task in tasks:
             assert await task.join(60)
     assert results == [None] * 6
@@ -256,15 +226,15 @@ async def test_waiter_stops_as_soon_as_its_session_is_lost(etcd_endpoint: str, p
         holder = await a.lock(name, ttl=TTL).acquire()
         session = await b.session(ttl=TTL)
         results: list[Any] = []
-        task = spawn(_collect, results, b.lock(name, session=session).acquire, name="waiter")
-        await _wait_count(a, f"{name}/", 2)
+        task = spawn(collect, results, b.lock(name, session=session).acquire, name="waiter")
+        await wait_count(a, f"{name}/", 2)
         started = time.monotonic()
         await b.revoke(session.lease_id)  # seen at once by this client's keepalive
         assert await task.join(5)
         assert time.monotonic() - started < 1.0
         assert isinstance(results[0], errors.SessionExpiredError)
         assert results[0].lease_id == session.lease_id
-        assert await _count(a, f"{name}/") == 1
+        assert await count_keys(a, f"{name}/") == 1
         assert holder.held
         await holder.release()
 
@@ -276,8 +246,8 @@ async def test_waiter_learns_of_a_lease_revoked_elsewhere(etcd_endpoint: str, pr
         holder = await a.lock(name, ttl=TTL).acquire()
         session = await b.session(ttl=ttl)
         results: list[Any] = []
-        task = spawn(_collect, results, b.lock(name, session=session).acquire, name="waiter")
-        await _wait_count(a, f"{name}/", 2)
+        task = spawn(collect, results, b.lock(name, session=session).acquire, name="waiter")
+        await wait_count(a, f"{name}/", 2)
         started = time.monotonic()
         await a.revoke(session.lease_id)  # b learns it at its next renewal (~ttl/3)
         assert await task.join(ttl + 2)
@@ -309,7 +279,7 @@ async def test_lost_event_callback_and_fencing_when_session_ends(
             await lock.guarded_txn([Op.put(f"{prefix}data", "x")])
         assert (await etcd.get(f"{prefix}data")).kv is None
         await lock.release()  # nothing left to delete; no error
-        assert await _count(etcd, f"{name}/") == 0
+        assert await count_keys(etcd, f"{name}/") == 0
 
 
 async def test_guarded_txn_writes_only_while_owner(etcd_endpoint: str, prefix: str) -> None:
@@ -341,7 +311,7 @@ async def test_closing_the_client_marks_a_held_lock_lost(etcd_endpoint: str, pre
         lock = await etcd.lock(name, ttl=TTL).acquire()
         await etcd.close()
         assert lock.lost.is_set()
-        assert await _count(observer, f"{name}/") == 0  # the shared session was revoked
+        assert await count_keys(observer, f"{name}/") == 0  # the shared session was revoked
         await lock.release()
 
 
@@ -360,7 +330,7 @@ async def test_thousand_cycles_use_one_lease_and_leak_none(etcd_endpoint: str, p
         assert len(leases) == 1
         assert not leases & after
         assert after - before == set()
-        assert await _count(observer, f"{name}/") == 0
+        assert await count_keys(observer, f"{name}/") == 0
 
 
 async def test_invalid_arguments(etcd_endpoint: str) -> None:

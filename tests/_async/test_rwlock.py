@@ -5,7 +5,6 @@ Canonical asyncio tests; ``tests/_sync/test_rwlock.py`` is generated from this f
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -13,39 +12,10 @@ import pytest
 from etcdsync import AsyncClient, Op, errors
 from etcdsync._async.concurrency.rwlock import AsyncReadLock, AsyncRWLock, AsyncWriteLock
 from etcdsync._backends._async import Event, sleep, spawn, wait_event
-from etcdsync.watch_types import EventType
+
+from .lock_helpers import collect, count_keys, wait_count
 
 TTL = 5
-
-
-async def _count(etcd: AsyncClient, prefix: str) -> int:
-    return (await etcd.get(prefix, prefix=True, count_only=True)).count
-
-
-async def _wait_count(etcd: AsyncClient, prefix: str, want: int, timeout: float = 10.0) -> None:
-    """Wait (on a watch, not by polling) until ``prefix`` holds ``want`` keys."""
-    response = await etcd.get(prefix, prefix=True, count_only=True)
-    count = response.count
-    if count == want:
-        return
-    deadline = time.monotonic() + timeout
-    async with await etcd.watch(
-        prefix, prefix=True, start_revision=response.revision + 1
-    ) as watcher:
-        while count != want:
-            batch = await watcher.get(max(deadline - time.monotonic(), 0.0))
-            for event in batch.events:
-                if event.type is EventType.DELETE:
-                    count -= 1
-                elif event.kv.version == 1:
-                    count += 1
-
-
-async def _collect(out: list[Any], fn: Any, *args: Any) -> None:
-    try:
-        out.append(await fn(*args))
-    except BaseException as exc:
-        out.append(exc)
 
 
 async def test_readers_share_and_keys_are_per_role(etcd_endpoint: str, prefix: str) -> None:
@@ -68,7 +38,7 @@ async def test_readers_share_and_keys_are_per_role(etcd_endpoint: str, prefix: s
         async with writer:
             assert writer.key.startswith(f"{name}/write/")
             await writer.guarded_txn([Op.put(f"{prefix}data", "v")])
-        assert await _count(etcd, f"{name}/") == 0
+        assert await count_keys(etcd, f"{name}/") == 0
 
 
 async def test_readers_exclude_writers_and_back(etcd_endpoint: str, prefix: str) -> None:
@@ -79,7 +49,7 @@ async def test_readers_exclude_writers_and_back(etcd_endpoint: str, prefix: str)
         assert await writer.try_acquire() is False
         with pytest.raises(errors.LockTimeout):
             await writer.acquire(timeout=0.3)
-        assert await _count(a, f"{name}/") == 1  # no queued key left
+        assert await count_keys(a, f"{name}/") == 1  # no queued key left
         await reader.release()
         await writer.acquire(timeout=5)
         # Now the writer excludes readers.
@@ -116,10 +86,10 @@ async def test_reader_arriving_after_a_waiting_writer_queues_behind_it(
 
     async with AsyncClient(etcd_endpoint) as etcd:
         first = await etcd.rwlock(name, ttl=TTL).read().acquire()
-        writer = spawn(_collect, results, write, name="writer")
-        await _wait_count(etcd, f"{name}/", 2)
-        reader = spawn(_collect, results, read, name="late-reader")
-        await _wait_count(etcd, f"{name}/", 3)
+        writer = spawn(collect, results, write, name="writer")
+        await wait_count(etcd, f"{name}/", 2)
+        reader = spawn(collect, results, read, name="late-reader")
+        await wait_count(etcd, f"{name}/", 3)
         # Readers could share with the first reader, but this one arrived after
         # the waiting writer: it must not overtake it (writers never starve).
         assert order == []
@@ -148,7 +118,7 @@ async def test_writers_exclude_each_other_in_order(etcd_endpoint: str, prefix: s
                     await sleep(0.002)  # a race window for a second writer
                     counter[0] = value + 1
 
-    tasks = [spawn(_collect, results, worker, name=f"writer-{i}") for i in range(4)]
+    tasks = [spawn(collect, results, worker, name=f"writer-{i}") for i in range(4)]
     for task in tasks:
         assert await task.join(60)
     assert results == [None] * 4
@@ -170,7 +140,7 @@ async def test_writers_sharing_a_client_exclude_each_other(etcd_endpoint: str, p
 
     async with AsyncClient(etcd_endpoint) as etcd:
         rw = etcd.rwlock(name, ttl=TTL)
-        tasks = [spawn(_collect, results, worker, name=f"writer-{i}") for i in range(4)]
+        tasks = [spawn(collect, results, worker, name=f"writer-{i}") for i in range(4)]
         for task in tasks:
             assert await task.join(60)
     assert results == [None] * 4

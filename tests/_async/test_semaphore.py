@@ -6,7 +6,6 @@ Canonical asyncio tests; ``tests/_sync/test_semaphore.py`` is generated from thi
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 import pytest
@@ -14,39 +13,10 @@ import pytest
 from etcdsync import AsyncClient, errors
 from etcdsync._async.concurrency.semaphore import AsyncSemaphore
 from etcdsync._backends._async import Event, sleep, spawn, wait_event
-from etcdsync.watch_types import EventType
+
+from .lock_helpers import collect, count_keys, wait_count
 
 TTL = 5
-
-
-async def _count(etcd: AsyncClient, prefix: str) -> int:
-    return (await etcd.get(prefix, prefix=True, count_only=True)).count
-
-
-async def _wait_count(etcd: AsyncClient, prefix: str, want: int, timeout: float = 10.0) -> None:
-    """Wait (on a watch, not by polling) until ``prefix`` holds ``want`` keys."""
-    response = await etcd.get(prefix, prefix=True, count_only=True)
-    count = response.count
-    if count == want:
-        return
-    deadline = time.monotonic() + timeout
-    async with await etcd.watch(
-        prefix, prefix=True, start_revision=response.revision + 1
-    ) as watcher:
-        while count != want:
-            batch = await watcher.get(max(deadline - time.monotonic(), 0.0))
-            for event in batch.events:
-                if event.type is EventType.DELETE:
-                    count -= 1
-                elif event.kv.version == 1:
-                    count += 1
-
-
-async def _collect(out: list[Any], fn: Any, *args: Any) -> None:
-    try:
-        out.append(await fn(*args))
-    except BaseException as exc:
-        out.append(exc)
 
 
 async def test_limit_holders_at_once(etcd_endpoint: str, prefix: str) -> None:
@@ -64,14 +34,14 @@ async def test_limit_holders_at_once(etcd_endpoint: str, prefix: str) -> None:
         assert await third.try_acquire() is False
         with pytest.raises(errors.LockTimeout):
             await third.acquire(timeout=0.3)
-        assert await _count(etcd, f"{name}/") == 2  # no queued key left
+        assert await count_keys(etcd, f"{name}/") == 2  # no queued key left
         with pytest.raises(errors.LockError):
             await first.acquire()  # one object, one slot
         await first.release()
         assert await third.try_acquire() is True
         await second.release()
         await third.release()
-        assert await _count(etcd, f"{name}/") == 0
+        assert await count_keys(etcd, f"{name}/") == 0
 
 
 async def test_released_slots_go_to_waiters_in_order_whatever_the_release_order(
@@ -91,10 +61,10 @@ async def test_released_slots_go_to_waiters_in_order_whatever_the_release_order(
     async with AsyncClient(etcd_endpoint) as etcd:
         a = await etcd.semaphore(name, 2, ttl=TTL).acquire()
         b = await etcd.semaphore(name, 2, ttl=TTL).acquire()
-        c = spawn(_collect, results, contender, "c", name="c")
-        await _wait_count(etcd, f"{name}/", 3)
-        d = spawn(_collect, results, contender, "d", name="d")
-        await _wait_count(etcd, f"{name}/", 4)
+        c = spawn(collect, results, contender, "c", name="c")
+        await wait_count(etcd, f"{name}/", 3)
+        d = spawn(collect, results, contender, "d", name="d")
+        await wait_count(etcd, f"{name}/", 4)
         assert not admitted["c"].is_set() and not admitted["d"].is_set()
 
         await a.release()  # the oldest holder leaves: c (first in line) is admitted
@@ -133,7 +103,7 @@ async def test_never_more_than_limit_inside(etcd_endpoint: str, prefix: str) -> 
                     with guard:
                         inside[0] -= 1
 
-    tasks = [spawn(_collect, results, worker, name=f"worker-{i}") for i in range(5)]
+    tasks = [spawn(collect, results, worker, name=f"worker-{i}") for i in range(5)]
     for task in tasks:
         assert await task.join(60)
     assert results == [None] * 5

@@ -18,40 +18,10 @@ import pytest
 from etcdsync import Client, Compare, Op, errors
 from etcdsync._sync.concurrency.mutex import Mutex
 from etcdsync._backends._sync import Event, sleep, spawn, wait_event
-from etcdsync.watch_types import EventType
+
+from .lock_helpers import collect, count_keys, wait_count
 
 TTL = 5
-
-
-def _count(etcd: Client, prefix: str) -> int:
-    return (etcd.get(prefix, prefix=True, count_only=True)).count
-
-
-def _wait_count(etcd: Client, prefix: str, want: int, timeout: float = 10.0) -> None:
-    """Wait (on a watch, not by polling) until ``prefix`` holds ``want`` keys."""
-    response = etcd.get(prefix, prefix=True, count_only=True)
-    count = response.count
-    if count == want:
-        return
-    deadline = time.monotonic() + timeout
-    with etcd.watch(
-        prefix, prefix=True, start_revision=response.revision + 1
-    ) as watcher:
-        while count != want:
-            batch = watcher.get(max(deadline - time.monotonic(), 0.0))
-            for event in batch.events:
-                if event.type is EventType.DELETE:
-                    count -= 1
-                elif event.kv.version == 1:
-                    count += 1
-
-
-def _collect(out: list[Any], fn: Any, *args: Any) -> None:
-    """Run ``fn(*args)`` in a task/thread, keeping its result or exception."""
-    try:
-        out.append(fn(*args))
-    except BaseException as exc:
-        out.append(exc)
 
 
 def test_key_layout_token_and_release(etcd_endpoint: str, prefix: str) -> None:
@@ -70,7 +40,7 @@ def test_key_layout_token_and_release(etcd_endpoint: str, prefix: str) -> None:
             assert lock.fencing_token == kv.create_revision
             assert (etcd.txn([lock.is_owner()])).succeeded
         assert not lock.held
-        assert _count(etcd, f"{name}/") == 0
+        assert count_keys(etcd, f"{name}/") == 0
         with pytest.raises(errors.LockError):
             _ = lock.fencing_token
         with pytest.raises(errors.LockError):
@@ -90,7 +60,7 @@ def test_try_acquire_and_timeout_leave_no_queued_key(etcd_endpoint: str, prefix:
         contender = b.lock(name, ttl=TTL)
         assert contender.try_acquire() is False
         assert not contender.held
-        assert _count(a, f"{name}/") == 1
+        assert count_keys(a, f"{name}/") == 1
 
         started = time.monotonic()
         with pytest.raises(errors.LockTimeout) as caught:
@@ -98,7 +68,7 @@ def test_try_acquire_and_timeout_leave_no_queued_key(etcd_endpoint: str, prefix:
         elapsed = time.monotonic() - started
         assert isinstance(caught.value, TimeoutError)  # LockTimeout is a Timeout
         assert 0.3 <= elapsed < 3.0
-        assert _count(a, f"{name}/") == 1  # its queued key was removed
+        assert count_keys(a, f"{name}/") == 1  # its queued key was removed
 
         holder.release()
         assert contender.try_acquire() is True
@@ -117,7 +87,7 @@ def test_timed_out_context_manager_never_runs_its_body(
                 with b.lock(name, ttl=TTL, timeout=0.2):
                     ran.append("body")  # pragma: no cover - must never run
         assert ran == []
-        assert _count(a, f"{name}/") == 0
+        assert count_keys(a, f"{name}/") == 0
 
 
 def test_waiters_are_served_in_arrival_order(etcd_endpoint: str, prefix: str) -> None:
@@ -135,8 +105,8 @@ def test_waiters_are_served_in_arrival_order(etcd_endpoint: str, prefix: str) ->
         holder_token = holder.fencing_token
         tasks = []
         for index in range(3):
-            tasks.append(spawn(_collect, results, waiter, index, name=f"waiter-{index}"))
-            _wait_count(etcd, f"{name}/", index + 2)  # queued before the next one
+            tasks.append(spawn(collect, results, waiter, index, name=f"waiter-{index}"))
+            wait_count(etcd, f"{name}/", index + 2)  # queued before the next one
         assert order == []
         holder.release()
         for task in tasks:
@@ -167,15 +137,15 @@ def test_a_leaving_waiter_does_not_let_the_next_one_in(
         holder = etcd.lock(name, ttl=TTL).acquire()
         first_results: list[Any] = []
         first = spawn(
-            _collect, first_results, first_client.lock(name, ttl=TTL).acquire, 1.0, name="first"
+            collect, first_results, first_client.lock(name, ttl=TTL).acquire, 1.0, name="first"
         )
-        _wait_count(etcd, f"{name}/", 2)
-        task = spawn(_collect, results, second, name="second")
-        _wait_count(etcd, f"{name}/", 3)
+        wait_count(etcd, f"{name}/", 2)
+        task = spawn(collect, results, second, name="second")
+        wait_count(etcd, f"{name}/", 3)
         # The first waiter gives up: the second must now wait for the holder, not enter.
         assert first.join(10)
         assert isinstance(first_results[0], errors.LockTimeout)
-        _wait_count(etcd, f"{name}/", 2)
+        wait_count(etcd, f"{name}/", 2)
         assert not wait_event(acquired, 0.5)
         assert holder.held
         holder.release()
@@ -204,7 +174,7 @@ def test_retried_release_never_deletes_a_newer_holders_key(
         assert kv is not None and kv.create_revision == new.fencing_token
         assert (b.txn([new.is_owner()])).succeeded
         new.release()
-        assert _count(a, f"{name}/") == 0
+        assert count_keys(a, f"{name}/") == 0
         session_b.orphan()
         session_a.close()
 
@@ -243,7 +213,7 @@ def test_holders_sharing_a_client_exclude_each_other(etcd_endpoint: str, prefix:
                 counter[0] = value + 1
 
     with Client(etcd_endpoint) as etcd:
-        tasks = [spawn(_collect, results, worker, name=f"worker-{i}") for i in range(6)]
+        tasks = [spawn(collect, results, worker, name=f"worker-{i}") for i in range(6)]
         for task in tasks:
             assert task.join(60)
     assert results == [None] * 6
@@ -257,15 +227,15 @@ def test_waiter_stops_as_soon_as_its_session_is_lost(etcd_endpoint: str, prefix:
         holder = a.lock(name, ttl=TTL).acquire()
         session = b.session(ttl=TTL)
         results: list[Any] = []
-        task = spawn(_collect, results, b.lock(name, session=session).acquire, name="waiter")
-        _wait_count(a, f"{name}/", 2)
+        task = spawn(collect, results, b.lock(name, session=session).acquire, name="waiter")
+        wait_count(a, f"{name}/", 2)
         started = time.monotonic()
         b.revoke(session.lease_id)  # seen at once by this client's keepalive
         assert task.join(5)
         assert time.monotonic() - started < 1.0
         assert isinstance(results[0], errors.SessionExpiredError)
         assert results[0].lease_id == session.lease_id
-        assert _count(a, f"{name}/") == 1
+        assert count_keys(a, f"{name}/") == 1
         assert holder.held
         holder.release()
 
@@ -277,8 +247,8 @@ def test_waiter_learns_of_a_lease_revoked_elsewhere(etcd_endpoint: str, prefix: 
         holder = a.lock(name, ttl=TTL).acquire()
         session = b.session(ttl=ttl)
         results: list[Any] = []
-        task = spawn(_collect, results, b.lock(name, session=session).acquire, name="waiter")
-        _wait_count(a, f"{name}/", 2)
+        task = spawn(collect, results, b.lock(name, session=session).acquire, name="waiter")
+        wait_count(a, f"{name}/", 2)
         started = time.monotonic()
         a.revoke(session.lease_id)  # b learns it at its next renewal (~ttl/3)
         assert task.join(ttl + 2)
@@ -310,7 +280,7 @@ def test_lost_event_callback_and_fencing_when_session_ends(
             lock.guarded_txn([Op.put(f"{prefix}data", "x")])
         assert (etcd.get(f"{prefix}data")).kv is None
         lock.release()  # nothing left to delete; no error
-        assert _count(etcd, f"{name}/") == 0
+        assert count_keys(etcd, f"{name}/") == 0
 
 
 def test_guarded_txn_writes_only_while_owner(etcd_endpoint: str, prefix: str) -> None:
@@ -342,7 +312,7 @@ def test_closing_the_client_marks_a_held_lock_lost(etcd_endpoint: str, prefix: s
         lock = etcd.lock(name, ttl=TTL).acquire()
         etcd.close()
         assert lock.lost.is_set()
-        assert _count(observer, f"{name}/") == 0  # the shared session was revoked
+        assert count_keys(observer, f"{name}/") == 0  # the shared session was revoked
         lock.release()
 
 
@@ -361,7 +331,7 @@ def test_thousand_cycles_use_one_lease_and_leak_none(etcd_endpoint: str, prefix:
         assert len(leases) == 1
         assert not leases & after
         assert after - before == set()
-        assert _count(observer, f"{name}/") == 0
+        assert count_keys(observer, f"{name}/") == 0
 
 
 def test_invalid_arguments(etcd_endpoint: str) -> None:

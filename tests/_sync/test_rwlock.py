@@ -6,7 +6,6 @@ Canonical asyncio tests; ``tests/_sync/test_rwlock.py`` is generated from this f
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import pytest
@@ -14,39 +13,10 @@ import pytest
 from etcdsync import Client, Op, errors
 from etcdsync._sync.concurrency.rwlock import ReadLock, RWLock, WriteLock
 from etcdsync._backends._sync import Event, sleep, spawn, wait_event
-from etcdsync.watch_types import EventType
+
+from .lock_helpers import collect, count_keys, wait_count
 
 TTL = 5
-
-
-def _count(etcd: Client, prefix: str) -> int:
-    return (etcd.get(prefix, prefix=True, count_only=True)).count
-
-
-def _wait_count(etcd: Client, prefix: str, want: int, timeout: float = 10.0) -> None:
-    """Wait (on a watch, not by polling) until ``prefix`` holds ``want`` keys."""
-    response = etcd.get(prefix, prefix=True, count_only=True)
-    count = response.count
-    if count == want:
-        return
-    deadline = time.monotonic() + timeout
-    with etcd.watch(
-        prefix, prefix=True, start_revision=response.revision + 1
-    ) as watcher:
-        while count != want:
-            batch = watcher.get(max(deadline - time.monotonic(), 0.0))
-            for event in batch.events:
-                if event.type is EventType.DELETE:
-                    count -= 1
-                elif event.kv.version == 1:
-                    count += 1
-
-
-def _collect(out: list[Any], fn: Any, *args: Any) -> None:
-    try:
-        out.append(fn(*args))
-    except BaseException as exc:
-        out.append(exc)
 
 
 def test_readers_share_and_keys_are_per_role(etcd_endpoint: str, prefix: str) -> None:
@@ -69,7 +39,7 @@ def test_readers_share_and_keys_are_per_role(etcd_endpoint: str, prefix: str) ->
         with writer:
             assert writer.key.startswith(f"{name}/write/")
             writer.guarded_txn([Op.put(f"{prefix}data", "v")])
-        assert _count(etcd, f"{name}/") == 0
+        assert count_keys(etcd, f"{name}/") == 0
 
 
 def test_readers_exclude_writers_and_back(etcd_endpoint: str, prefix: str) -> None:
@@ -80,7 +50,7 @@ def test_readers_exclude_writers_and_back(etcd_endpoint: str, prefix: str) -> No
         assert writer.try_acquire() is False
         with pytest.raises(errors.LockTimeout):
             writer.acquire(timeout=0.3)
-        assert _count(a, f"{name}/") == 1  # no queued key left
+        assert count_keys(a, f"{name}/") == 1  # no queued key left
         reader.release()
         writer.acquire(timeout=5)
         # Now the writer excludes readers.
@@ -117,10 +87,10 @@ def test_reader_arriving_after_a_waiting_writer_queues_behind_it(
 
     with Client(etcd_endpoint) as etcd:
         first = etcd.rwlock(name, ttl=TTL).read().acquire()
-        writer = spawn(_collect, results, write, name="writer")
-        _wait_count(etcd, f"{name}/", 2)
-        reader = spawn(_collect, results, read, name="late-reader")
-        _wait_count(etcd, f"{name}/", 3)
+        writer = spawn(collect, results, write, name="writer")
+        wait_count(etcd, f"{name}/", 2)
+        reader = spawn(collect, results, read, name="late-reader")
+        wait_count(etcd, f"{name}/", 3)
         # Readers could share with the first reader, but this one arrived after
         # the waiting writer: it must not overtake it (writers never starve).
         assert order == []
@@ -149,7 +119,7 @@ def test_writers_exclude_each_other_in_order(etcd_endpoint: str, prefix: str) ->
                     sleep(0.002)  # a race window for a second writer
                     counter[0] = value + 1
 
-    tasks = [spawn(_collect, results, worker, name=f"writer-{i}") for i in range(4)]
+    tasks = [spawn(collect, results, worker, name=f"writer-{i}") for i in range(4)]
     for task in tasks:
         assert task.join(60)
     assert results == [None] * 4
@@ -171,7 +141,7 @@ def test_writers_sharing_a_client_exclude_each_other(etcd_endpoint: str, prefix:
 
     with Client(etcd_endpoint) as etcd:
         rw = etcd.rwlock(name, ttl=TTL)
-        tasks = [spawn(_collect, results, worker, name=f"writer-{i}") for i in range(4)]
+        tasks = [spawn(collect, results, worker, name=f"writer-{i}") for i in range(4)]
         for task in tasks:
             assert task.join(60)
     assert results == [None] * 4

@@ -7,7 +7,6 @@ Canonical asyncio tests; ``tests/_sync/test_semaphore.py`` is generated from thi
 from __future__ import annotations
 
 import threading
-import time
 from typing import Any
 
 import pytest
@@ -15,39 +14,10 @@ import pytest
 from etcdsync import Client, errors
 from etcdsync._sync.concurrency.semaphore import Semaphore
 from etcdsync._backends._sync import Event, sleep, spawn, wait_event
-from etcdsync.watch_types import EventType
+
+from .lock_helpers import collect, count_keys, wait_count
 
 TTL = 5
-
-
-def _count(etcd: Client, prefix: str) -> int:
-    return (etcd.get(prefix, prefix=True, count_only=True)).count
-
-
-def _wait_count(etcd: Client, prefix: str, want: int, timeout: float = 10.0) -> None:
-    """Wait (on a watch, not by polling) until ``prefix`` holds ``want`` keys."""
-    response = etcd.get(prefix, prefix=True, count_only=True)
-    count = response.count
-    if count == want:
-        return
-    deadline = time.monotonic() + timeout
-    with etcd.watch(
-        prefix, prefix=True, start_revision=response.revision + 1
-    ) as watcher:
-        while count != want:
-            batch = watcher.get(max(deadline - time.monotonic(), 0.0))
-            for event in batch.events:
-                if event.type is EventType.DELETE:
-                    count -= 1
-                elif event.kv.version == 1:
-                    count += 1
-
-
-def _collect(out: list[Any], fn: Any, *args: Any) -> None:
-    try:
-        out.append(fn(*args))
-    except BaseException as exc:
-        out.append(exc)
 
 
 def test_limit_holders_at_once(etcd_endpoint: str, prefix: str) -> None:
@@ -65,14 +35,14 @@ def test_limit_holders_at_once(etcd_endpoint: str, prefix: str) -> None:
         assert third.try_acquire() is False
         with pytest.raises(errors.LockTimeout):
             third.acquire(timeout=0.3)
-        assert _count(etcd, f"{name}/") == 2  # no queued key left
+        assert count_keys(etcd, f"{name}/") == 2  # no queued key left
         with pytest.raises(errors.LockError):
             first.acquire()  # one object, one slot
         first.release()
         assert third.try_acquire() is True
         second.release()
         third.release()
-        assert _count(etcd, f"{name}/") == 0
+        assert count_keys(etcd, f"{name}/") == 0
 
 
 def test_released_slots_go_to_waiters_in_order_whatever_the_release_order(
@@ -92,10 +62,10 @@ def test_released_slots_go_to_waiters_in_order_whatever_the_release_order(
     with Client(etcd_endpoint) as etcd:
         a = etcd.semaphore(name, 2, ttl=TTL).acquire()
         b = etcd.semaphore(name, 2, ttl=TTL).acquire()
-        c = spawn(_collect, results, contender, "c", name="c")
-        _wait_count(etcd, f"{name}/", 3)
-        d = spawn(_collect, results, contender, "d", name="d")
-        _wait_count(etcd, f"{name}/", 4)
+        c = spawn(collect, results, contender, "c", name="c")
+        wait_count(etcd, f"{name}/", 3)
+        d = spawn(collect, results, contender, "d", name="d")
+        wait_count(etcd, f"{name}/", 4)
         assert not admitted["c"].is_set() and not admitted["d"].is_set()
 
         a.release()  # the oldest holder leaves: c (first in line) is admitted
@@ -134,7 +104,7 @@ def test_never_more_than_limit_inside(etcd_endpoint: str, prefix: str) -> None:
                     with guard:
                         inside[0] -= 1
 
-    tasks = [spawn(_collect, results, worker, name=f"worker-{i}") for i in range(5)]
+    tasks = [spawn(collect, results, worker, name=f"worker-{i}") for i in range(5)]
     for task in tasks:
         assert task.join(60)
     assert results == [None] * 5
