@@ -102,7 +102,16 @@ def test_leader_killed_twice_under_lock_contention(
         leader = cluster.wait_for_leader()
         killed_at = history.event("nemesis", "kill", member=leader).time
         cluster.kill(leader)
-        wait_for(lambda at=killed_at: history.first("write", after=at) is not None, 10, "a write")
+        # The holder at the kill may still write before anyone acquires again: wait for
+        # both a new acquisition and a write after the kill.
+        wait_for(
+            lambda at=killed_at: (
+                history.first("acquire", after=at) is not None
+                and history.first("write", after=at) is not None
+            ),
+            10,
+            "an acquisition and a write",
+        )
         acquired = history.first("acquire", after=killed_at)
         written = history.first("write", after=killed_at)
         assert acquired is not None and written is not None
