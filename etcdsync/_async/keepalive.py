@@ -452,9 +452,8 @@ class AsyncKeepAliveManager:
         if self._stop.is_set():
             return
         if isinstance(error, errors.InvalidAuthTokenError):
-            stale = dict(self._conn.metadata or ()).get("token")
             try:
-                await self._conn.authenticate(stale_token=stale)
+                await self._conn.authenticate(stale_token=self._conn.token)
             except errors.EtcdError as exc:
                 self._last_error = exc
         elif isinstance(error, errors.ConnectionError_):

@@ -57,9 +57,13 @@ class AsyncWatchStream:
 
     async def _ensure_started(self) -> None:
         if self._stream is None:
-            self._stream_endpoint = self._conn.endpoint
-            self._stream = await self._conn.open_stream(WATCH, extra_metadata=self._metadata)
+            await self._open()
             self._reader = spawn(self._read_loop, name="etcdsync-watch-reader")
+
+    async def _open(self) -> None:
+        """Open a new stream on the current endpoint, remembering which one it is."""
+        self._stream_endpoint = self._conn.endpoint
+        self._stream = await self._conn.open_stream(WATCH, extra_metadata=self._metadata)
 
     # --- watcher management ---------------------------------------------------------------
 
@@ -160,8 +164,7 @@ class AsyncWatchStream:
             if self._closed:
                 return
             try:
-                self._stream_endpoint = self._conn.endpoint
-                self._stream = await self._conn.open_stream(WATCH, extra_metadata=self._metadata)
+                await self._open()
             except errors.EtcdError as exc:  # closed or forked: tell every watcher
                 self._fail_all(exc)
                 return

@@ -219,7 +219,7 @@ class Connection:
         """
         self.check_usable()
         deadline = self.deadline_for(timeout)
-        pinned = parse_endpoints(endpoint)[0][0] if endpoint is not None else None
+        pinned = _pin(endpoint)
         endpoint = pinned or self.endpoint
         try:
             # Inside the try: a failed login is translated, and retried elsewhere when
@@ -383,7 +383,7 @@ class Connection:
         self.check_usable()
         if self._user is not None and self._token is None:
             self.authenticate()
-        target = parse_endpoints(endpoint)[0][0] if endpoint is not None else self.endpoint
+        target = _pin(endpoint) or self.endpoint
         stream = ServerStream(
             self.channel(target),
             method.path,
@@ -436,3 +436,8 @@ class ResponseStream:
         """End the call; a pending or later :meth:`read` returns None."""
         self._cancelled = True
         self._stream.cancel()
+
+
+def _pin(endpoint: str | None) -> str | None:
+    """The normalised ``host:port`` of an endpoint a call is pinned to, if any."""
+    return parse_endpoints(endpoint)[0][0] if endpoint is not None else None

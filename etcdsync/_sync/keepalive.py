@@ -453,9 +453,8 @@ class KeepAliveManager:
         if self._stop.is_set():
             return
         if isinstance(error, errors.InvalidAuthTokenError):
-            stale = dict(self._conn.metadata or ()).get("token")
             try:
-                self._conn.authenticate(stale_token=stale)
+                self._conn.authenticate(stale_token=self._conn.token)
             except errors.EtcdError as exc:
                 self._last_error = exc
         elif isinstance(error, errors.ConnectionError_):

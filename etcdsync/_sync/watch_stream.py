@@ -58,9 +58,13 @@ class WatchStream:
 
     def _ensure_started(self) -> None:
         if self._stream is None:
-            self._stream_endpoint = self._conn.endpoint
-            self._stream = self._conn.open_stream(WATCH, extra_metadata=self._metadata)
+            self._open()
             self._reader = spawn(self._read_loop, name="etcdsync-watch-reader")
+
+    def _open(self) -> None:
+        """Open a new stream on the current endpoint, remembering which one it is."""
+        self._stream_endpoint = self._conn.endpoint
+        self._stream = self._conn.open_stream(WATCH, extra_metadata=self._metadata)
 
     # --- watcher management ---------------------------------------------------------------
 
@@ -161,8 +165,7 @@ class WatchStream:
             if self._closed:
                 return
             try:
-                self._stream_endpoint = self._conn.endpoint
-                self._stream = self._conn.open_stream(WATCH, extra_metadata=self._metadata)
+                self._open()
             except errors.EtcdError as exc:  # closed or forked: tell every watcher
                 self._fail_all(exc)
                 return
