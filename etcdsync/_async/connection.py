@@ -34,6 +34,7 @@ from .._backends._async import (
     ServerStream,
     close_channel,
     create_channel,
+    keep_connecting,
 )
 from .._config import ChannelSettings, TLSConfig, parse_endpoints
 from .._methods import AUTHENTICATE, Method
@@ -129,6 +130,11 @@ class AsyncConnection:
 
         Several callers may report the same failure; only the first one moves.
         """
+        channel = self._channels.get(failed_endpoint)
+        if channel is not None:
+            # Even when there is nowhere else to go, the member must be reachable
+            # again once it is back (grpc's sync stack needs help with that).
+            keep_connecting(channel)
         if self.endpoint == failed_endpoint and len(self.endpoints) > 1:
             self._index = (self._index + 1) % len(self.endpoints)
 

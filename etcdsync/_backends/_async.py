@@ -33,6 +33,14 @@ async def close_channel(channel: aio.Channel) -> None:
     await channel.close(grace=None)
 
 
+def keep_connecting(channel: aio.Channel) -> None:
+    """Make sure a failed channel goes on reconnecting (see the sync backend).
+
+    Nothing to do here: grpc.aio polls every channel from its own thread, so a
+    connection attempt always moves forward.
+    """
+
+
 def channel_state(channel: aio.Channel) -> grpc.ChannelConnectivity:
     """The channel's connectivity state, without starting a connection."""
     return channel.get_state(try_to_connect=False)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
+import weakref
 from collections.abc import Callable, Iterator
 from typing import Any, Generic, TypeVar
 
@@ -34,6 +35,43 @@ def create_channel(
 def close_channel(channel: grpc.Channel) -> None:
     """Close a channel, cancelling the calls still on it."""
     channel.close()
+
+
+# Channels a connectivity subscription is currently driving back to READY.
+_reconnecting: weakref.WeakSet[grpc.Channel] = weakref.WeakSet()
+_reconnecting_lock = threading.Lock()
+
+
+def keep_connecting(channel: grpc.Channel) -> None:
+    """Make sure a failed channel goes on reconnecting until it is READY.
+
+    grpc's sync stack moves a connection attempt forward only while some thread
+    polls the channel, and a call on a channel in TRANSIENT_FAILURE fails at once
+    without polling.  A client whose every call fails fast therefore never
+    reconnects to a restarted member (measured on grpcio 1.60 to 1.66: each attempt
+    "timed out before receiving SETTINGS frame", for as long as we watched).  A
+    connectivity subscription polls from grpc's own thread, so the attempts go
+    through; it ends itself once the channel is READY (or shut down).
+    """
+    with _reconnecting_lock:
+        if channel in _reconnecting:
+            return
+        _reconnecting.add(channel)
+    # A weak reference: the callback must not keep a closed client's channel alive.
+    ref = weakref.ref(channel)
+
+    def on_state(state: grpc.ChannelConnectivity) -> None:
+        if state not in (grpc.ChannelConnectivity.READY, grpc.ChannelConnectivity.SHUTDOWN):
+            return
+        target = ref()
+        if target is None:
+            return
+        with _reconnecting_lock:
+            _reconnecting.discard(target)
+        # grpc delivers callbacks outside its lock, so unsubscribing here is allowed.
+        target.unsubscribe(on_state)
+
+    channel.subscribe(on_state, try_to_connect=True)
 
 
 def channel_state(channel: grpc.Channel) -> grpc.ChannelConnectivity:

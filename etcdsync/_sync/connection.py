@@ -35,6 +35,7 @@ from .._backends._sync import (
     ServerStream,
     close_channel,
     create_channel,
+    keep_connecting,
 )
 from .._config import ChannelSettings, TLSConfig, parse_endpoints
 from .._methods import AUTHENTICATE, Method
@@ -130,6 +131,11 @@ class Connection:
 
         Several callers may report the same failure; only the first one moves.
         """
+        channel = self._channels.get(failed_endpoint)
+        if channel is not None:
+            # Even when there is nowhere else to go, the member must be reachable
+            # again once it is back (grpc's sync stack needs help with that).
+            keep_connecting(channel)
         if self.endpoint == failed_endpoint and len(self.endpoints) > 1:
             self._index = (self._index + 1) % len(self.endpoints)
 

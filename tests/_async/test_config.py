@@ -284,7 +284,9 @@ async def test_server_down_without_writes_resumes_without_reload(
         await etcd.put("app/a", "1")
         async with etcd.config("app/") as cfg:
             before = cfg.snapshot
-            server.kill()
+            # SIGKILL, except on etcd 3.5.0-3.5.2, which may then lose acknowledged
+            # writes (a server bug) and rewind revisions under the resumed watch.
+            server.terminate(graceful=server.binary.loses_writes_on_crash)
             outage = time.monotonic()
             # Long enough for the watch stream to fail and retry several times.
             while time.monotonic() - outage < 3:
@@ -305,8 +307,7 @@ async def test_writes_and_compaction_during_restart_converge(etcd_server_factory
         await etcd.put("app/a", "1")
         await etcd.put("app/b", "1")
         async with etcd.config("app/") as cfg:
-            server.kill()
-            server.restart()
+            server.restart(graceful=server.binary.loses_writes_on_crash)  # as above
             # Written from another client while ours may still be reconnecting.
             async with AsyncClient(server.endpoint) as writer:
                 await writer.delete("app/a")

@@ -102,6 +102,29 @@ async def test_all_endpoints_dead(etcd_endpoint: str) -> None:
         assert caught.value.endpoints == (first,)
 
 
+async def test_reconnects_after_restart_even_when_calls_failed_meanwhile(
+    etcd_server_factory: EtcdServerFactory,
+) -> None:
+    # Calls made while the only member is down fail fast, and then nothing is left
+    # waiting on the channel.  grpc's sync stack (before ~1.7x) moves a connection
+    # attempt forward only while some thread polls the channel, so without help the
+    # attempts after the restart timed out "before receiving SETTINGS", forever.
+    server = etcd_server_factory()
+    key = _prefix("restart") + "k"
+    async with AsyncClient(server.endpoint, timeout=10, retries=50) as client:
+        await client.put(key, "before")
+        server.kill()
+        for _ in range(3):
+            with _within(3), pytest.raises(errors.ConnectionError_):
+                await client.get(key, timeout=2)
+        server.restart()  # returns once the member answers its health probe
+        with _within(5):
+            # Retried until the channel connects again: a few backoff steps at most.
+            put = await client.put(key, "after")
+        kv = (await client.get(key)).kv
+        assert kv is not None and kv.value == b"after" and kv.mod_revision == put.revision
+
+
 async def test_per_call_timeout_on_paused_server(etcd_server_factory: EtcdServerFactory) -> None:
     server = etcd_server_factory()
     async with AsyncClient(server.endpoint, timeout=30) as client:
