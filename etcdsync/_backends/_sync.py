@@ -32,13 +32,9 @@ def create_channel(
     return grpc.secure_channel(target, credentials, options=options)
 
 
-def close_channel(channel: grpc.Channel) -> None:
-    """Close a channel, cancelling the calls still on it."""
-    channel.close()
-
-
-# Channels a connectivity subscription is currently driving back to READY.
-_reconnecting: weakref.WeakSet[grpc.Channel] = weakref.WeakSet()
+# Channels a connectivity subscription is driving back to READY, with its callback.
+_reconnecting: weakref.WeakKeyDictionary[grpc.Channel, Callable[[grpc.ChannelConnectivity], None]]
+_reconnecting = weakref.WeakKeyDictionary()
 _reconnecting_lock = threading.Lock()
 
 
@@ -51,27 +47,43 @@ def keep_connecting(channel: grpc.Channel) -> None:
     reconnects to a restarted member (measured on grpcio 1.60 to 1.66: each attempt
     "timed out before receiving SETTINGS frame", for as long as we watched).  A
     connectivity subscription polls from grpc's own thread, so the attempts go
-    through; it ends itself once the channel is READY (or shut down).
+    through; it ends itself once the channel is READY.
     """
-    with _reconnecting_lock:
-        if channel in _reconnecting:
-            return
-        _reconnecting.add(channel)
     # A weak reference: the callback must not keep a closed client's channel alive.
     ref = weakref.ref(channel)
 
     def on_state(state: grpc.ChannelConnectivity) -> None:
-        if state not in (grpc.ChannelConnectivity.READY, grpc.ChannelConnectivity.SHUTDOWN):
-            return
         target = ref()
-        if target is None:
-            return
-        with _reconnecting_lock:
-            _reconnecting.discard(target)
-        # grpc delivers callbacks outside its lock, so unsubscribing here is allowed.
-        target.unsubscribe(on_state)
+        if state is grpc.ChannelConnectivity.READY and target is not None:
+            _stop_reconnecting(target)
 
+    with _reconnecting_lock:
+        if channel in _reconnecting:
+            return
+        _reconnecting[channel] = on_state
     channel.subscribe(on_state, try_to_connect=True)
+
+
+def _stop_reconnecting(channel: grpc.Channel) -> None:
+    with _reconnecting_lock:
+        callback = _reconnecting.pop(channel, None)
+    if callback is not None:
+        # grpc delivers callbacks outside its lock, so this may run inside one.
+        channel.unsubscribe(callback)
+
+
+def close_channel(channel: grpc.Channel) -> None:
+    """Close a channel, cancelling the calls still on it."""
+    _stop_reconnecting(channel)
+    # grpc's polling thread sees that nobody is subscribed only at its next wake-up
+    # (every 0.2 s); a channel closed before then kills it with "Channel closed!",
+    # which Python reports as an unhandled thread exception.  The flag is private,
+    # hence getattr; without it we merely close sooner.
+    state = getattr(channel, "_connectivity_state", None)
+    deadline = time.monotonic() + 1.0
+    while getattr(state, "polling", False) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    channel.close()
 
 
 def channel_state(channel: grpc.Channel) -> grpc.ChannelConnectivity:
