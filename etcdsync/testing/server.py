@@ -770,6 +770,22 @@ class EtcdServer:
         """SIGKILL etcd (a crash); data stays for a later :meth:`start`/:meth:`restart`."""
         self._terminate(graceful=False)
 
+    @property
+    def crash_signal(self) -> str:
+        """What :meth:`crash` sends: ``"SIGKILL"``, or ``"SIGTERM"`` for a binary that may
+        lose acknowledged writes to SIGKILL (:attr:`EtcdBinary.loses_writes_on_crash`)."""
+        return "SIGTERM" if self.binary.loses_writes_on_crash else "SIGKILL"
+
+    def crash(self) -> None:
+        """End etcd abruptly, yet keep every write it acknowledged; data stays.
+
+        For tests that check exact history across a member's death: SIGKILL where the
+        binary survives that intact, SIGTERM on etcd 3.5.0-3.5.2 (see
+        :attr:`crash_signal`).  Clients see the same broken streams and refused
+        connections either way.
+        """
+        self._terminate(graceful=self.crash_signal == "SIGTERM")
+
     def pause(self) -> None:
         """SIGSTOP etcd: its sockets stay open but nothing is answered."""
         if not self.is_running:

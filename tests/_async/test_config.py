@@ -284,9 +284,7 @@ async def test_server_down_without_writes_resumes_without_reload(
         await etcd.put("app/a", "1")
         async with etcd.config("app/") as cfg:
             before = cfg.snapshot
-            # SIGKILL, except on etcd 3.5.0-3.5.2, which may then lose acknowledged
-            # writes (a server bug) and rewind revisions under the resumed watch.
-            server.terminate(graceful=server.binary.loses_writes_on_crash)
+            server.crash()
             outage = time.monotonic()
             # Long enough for the watch stream to fail and retry several times.
             while time.monotonic() - outage < 3:
@@ -307,7 +305,8 @@ async def test_writes_and_compaction_during_restart_converge(etcd_server_factory
         await etcd.put("app/a", "1")
         await etcd.put("app/b", "1")
         async with etcd.config("app/") as cfg:
-            server.restart(graceful=server.binary.loses_writes_on_crash)  # as above
+            server.crash()
+            server.restart()
             # Written from another client while ours may still be reconnecting.
             async with AsyncClient(server.endpoint) as writer:
                 await writer.delete("app/a")

@@ -234,9 +234,8 @@ async def test_resume_after_server_kills_loses_and_repeats_nothing(
                     (e.key, e.revision)
                     for e in await _collect(watcher, kill_after - len(received), 60)
                 ]
-                # A crash (SIGKILL), except on etcd 3.5.0-3.5.2: those may lose
-                # acknowledged writes when killed, and this test checks exact history.
-                server.restart(graceful=server.binary.loses_writes_on_crash)
+                server.crash()
+                server.restart()
             received += [
                 (e.key, e.revision) for e in await _collect(watcher, count - len(received), 60)
             ]
