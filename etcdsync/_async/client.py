@@ -5,10 +5,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from types import TracebackType
 
-from .._backends._async import Lock
 from .._config import DEFAULT_ENDPOINT, ChannelSettings, TLSConfig
 from .auth import AsyncAuthAPI
 from .cluster import AsyncClusterAPI
+from .concurrency.session import AsyncSessionPool
 from .connection import AsyncConnection
 from .kv import AsyncKV
 from .lease import AsyncLeaseAPI
@@ -69,8 +69,8 @@ class AsyncClient(
             settings=settings or ChannelSettings(),
         )
         self._watch_streams: dict[bool, AsyncWatchStream] = {}
-        self._shared_sessions = {}
-        self._shared_sessions_lock = Lock()
+        self._sessions = AsyncSessionPool(self)
+        self._conn.on_closing(self._sessions.close)
 
     @property
     def endpoints(self) -> list[str]:
@@ -90,8 +90,6 @@ class AsyncClient(
     async def close(self) -> None:
         """Revoke the shared sessions, then end every stream, background task and
         connection.  Idempotent."""
-        if not self._conn.closed:
-            await self._close_shared_sessions()
         await self._conn.close()
 
     async def __aenter__(self) -> AsyncClient:

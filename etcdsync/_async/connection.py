@@ -81,6 +81,7 @@ class AsyncConnection:
         self._closed = False
         self._pid = os.getpid()
         self._close_hooks: list[Callable[[], Awaitable[None]]] = []
+        self._closing_hooks: list[Callable[[], Awaitable[None]]] = []
 
     # --- state -----------------------------------------------------------------
 
@@ -113,6 +114,12 @@ class AsyncConnection:
     def on_close(self, hook: Callable[[], Awaitable[None]]) -> None:
         """Run ``hook`` first when the connection closes (stream managers stop there)."""
         self._close_hooks.append(hook)
+
+    def on_closing(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Run ``hook`` at the start of :meth:`close`, while requests still work and
+        before the :meth:`on_close` hooks (the shared sessions revoke their leases
+        there, before the keepalive stream stops)."""
+        self._closing_hooks.append(hook)
 
     # --- channels ----------------------------------------------------------------
 
@@ -406,6 +413,9 @@ class AsyncConnection:
         """Stop stream managers, then close every channel.  Idempotent."""
         if self._closed:
             return
+        closing, self._closing_hooks = self._closing_hooks, []
+        for hook in closing:
+            await hook()
         self._closed = True
         hooks, self._close_hooks = self._close_hooks, []
         for hook in reversed(hooks):

@@ -6,10 +6,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from types import TracebackType
 
-from .._backends._sync import Lock
 from .._config import DEFAULT_ENDPOINT, ChannelSettings, TLSConfig
 from .auth import AuthAPI
 from .cluster import ClusterAPI
+from .concurrency.session import SessionPool
 from .connection import Connection
 from .kv import KV
 from .lease import LeaseAPI
@@ -70,8 +70,8 @@ class Client(
             settings=settings or ChannelSettings(),
         )
         self._watch_streams: dict[bool, WatchStream] = {}
-        self._shared_sessions = {}
-        self._shared_sessions_lock = Lock()
+        self._sessions = SessionPool(self)
+        self._conn.on_closing(self._sessions.close)
 
     @property
     def endpoints(self) -> list[str]:
@@ -91,8 +91,6 @@ class Client(
     def close(self) -> None:
         """Revoke the shared sessions, then end every stream, background task and
         connection.  Idempotent."""
-        if not self._conn.closed:
-            self._close_shared_sessions()
         self._conn.close()
 
     def __enter__(self) -> Client:

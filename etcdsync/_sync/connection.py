@@ -82,6 +82,7 @@ class Connection:
         self._closed = False
         self._pid = os.getpid()
         self._close_hooks: list[Callable[[], None]] = []
+        self._closing_hooks: list[Callable[[], None]] = []
 
     # --- state -----------------------------------------------------------------
 
@@ -114,6 +115,12 @@ class Connection:
     def on_close(self, hook: Callable[[], None]) -> None:
         """Run ``hook`` first when the connection closes (stream managers stop there)."""
         self._close_hooks.append(hook)
+
+    def on_closing(self, hook: Callable[[], None]) -> None:
+        """Run ``hook`` at the start of :meth:`close`, while requests still work and
+        before the :meth:`on_close` hooks (the shared sessions revoke their leases
+        there, before the keepalive stream stops)."""
+        self._closing_hooks.append(hook)
 
     # --- channels ----------------------------------------------------------------
 
@@ -407,6 +414,9 @@ class Connection:
         """Stop stream managers, then close every channel.  Idempotent."""
         if self._closed:
             return
+        closing, self._closing_hooks = self._closing_hooks, []
+        for hook in closing:
+            hook()
         self._closed = True
         hooks, self._close_hooks = self._close_hooks, []
         for hook in reversed(hooks):

@@ -25,9 +25,9 @@ from typing import TYPE_CHECKING
 from ... import errors
 from ..._backends._async import spawn
 from ...watch_types import EventType
+from .recipe_client import AsyncRecipeClient
 
 if TYPE_CHECKING:
-    from ..client import AsyncClient
     from ..watcher import AsyncWatcher
     from .session import AsyncSession
 
@@ -131,7 +131,7 @@ _Predecessors = tuple[list[bytes], int]
 
 
 async def wait_for_deletes(
-    client: AsyncClient,
+    client: AsyncRecipeClient,
     prefix: str | bytes,
     max_create_revision: int,
     *,
@@ -218,7 +218,7 @@ async def wait_for_deletes(
 
 
 async def _follow_deletes(
-    client: AsyncClient,
+    client: AsyncRecipeClient,
     guard: _SessionWatch,
     target: str | bytes,
     allowed: int,

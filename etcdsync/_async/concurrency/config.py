@@ -31,9 +31,9 @@ from ...codecs import Decoder, resolve_decoder
 from ...config_types import ConfigSnapshot, Validator
 from ...models import KeyValue
 from ...watch_types import EventType, WatchResponse
+from .recipe_client import AsyncRecipeClient
 
 if TYPE_CHECKING:
-    from ..client import AsyncClient
     from ..watcher import AsyncWatcher
 
 __all__ = [
@@ -103,7 +103,7 @@ class AsyncConfigWatcher:
 
     def __init__(
         self,
-        client: AsyncClient,
+        client: AsyncRecipeClient,
         prefix: str | bytes,
         *,
         decode: str | Decoder = "json",

@@ -27,10 +27,10 @@ from ...models import GetResponse, KeyValue, TxnResponse
 from ...ops import Compare, Op
 from ...watch_types import EventType, WatchResponse
 from ._waiting import Deadline, session_error, wait_for_deletes
+from .recipe_client import AsyncRecipeClient
 from .session import DEFAULT_SESSION_TTL, AsyncSession
 
 if TYPE_CHECKING:
-    from ..client import AsyncClient
     from ..watcher import AsyncWatcher
 
 __all__ = ["AsyncElection", "AsyncElectionObserver", "LostCallback"]
@@ -95,7 +95,7 @@ class AsyncElection:
 
     def __init__(
         self,
-        client: AsyncClient,
+        client: AsyncRecipeClient,
         name: str | bytes,
         *,
         session: AsyncSession | None = None,
@@ -567,7 +567,7 @@ class AsyncElectionObserver:
     :class:`~etcdsync.errors.ClientClosedError` ends it when the client closes.
     """
 
-    def __init__(self, client: AsyncClient, prefix: bytes) -> None:
+    def __init__(self, client: AsyncRecipeClient, prefix: bytes) -> None:
         self._client = client
         self._prefix = prefix
         self._watcher: AsyncWatcher | None = None

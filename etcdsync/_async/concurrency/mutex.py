@@ -24,17 +24,15 @@ import secrets
 import threading
 from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from ... import errors
 from ..._backends._async import Event, Lock, acquire_lock, spawn, wait_event
 from ...models import GetResponse, KeyValue, TxnResponse
 from ...ops import Compare, Op
 from ._waiting import Deadline, session_error, wait_for_deletes
+from .recipe_client import AsyncRecipeClient
 from .session import DEFAULT_SESSION_TTL, AsyncSession
-
-if TYPE_CHECKING:
-    from ..client import AsyncClient
 
 __all__ = ["AsyncMutex", "AsyncQueueLock", "LostCallback"]
 
@@ -87,7 +85,7 @@ class AsyncQueueLock:
 
     def __init__(
         self,
-        client: AsyncClient,
+        client: AsyncRecipeClient,
         name: str,
         *,
         session: AsyncSession | None = None,
@@ -485,7 +483,7 @@ def _call(fn: LostCallback, error: errors.EtcdError) -> None:
 
 
 async def _delete_later(
-    client: AsyncClient, session: AsyncSession, key: str, guard: Compare, local: Lock | None
+    client: AsyncRecipeClient, session: AsyncSession, key: str, guard: Compare, local: Lock | None
 ) -> None:
     """Retry a failed key deletion until it succeeds or the session ends (the key
     then goes with the lease); the in-process lock stays taken until then."""

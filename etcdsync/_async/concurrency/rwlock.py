@@ -18,14 +18,10 @@ package has no RW lock): only etcdsync clients take part.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from ... import errors
 from .mutex import AsyncQueueLock, unique_suffix
+from .recipe_client import AsyncRecipeClient
 from .session import AsyncSession
-
-if TYPE_CHECKING:
-    from ..client import AsyncClient
 
 __all__ = ["AsyncRWLock", "AsyncReadLock", "AsyncWriteLock"]
 
@@ -69,7 +65,7 @@ class AsyncRWLock:
 
     def __init__(
         self,
-        client: AsyncClient,
+        client: AsyncRecipeClient,
         name: str,
         *,
         session: AsyncSession | None = None,

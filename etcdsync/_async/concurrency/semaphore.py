@@ -11,15 +11,11 @@ make every waiter hit etcd at once.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from ... import errors
 from ...models import KeyValue
 from .mutex import AsyncQueueLock, unique_suffix
+from .recipe_client import AsyncRecipeClient
 from .session import AsyncSession
-
-if TYPE_CHECKING:
-    from ..client import AsyncClient
 
 __all__ = ["AsyncSemaphore"]
 
@@ -42,7 +38,7 @@ class AsyncSemaphore(AsyncQueueLock):
 
     def __init__(
         self,
-        client: AsyncClient,
+        client: AsyncRecipeClient,
         name: str,
         limit: int,
         *,

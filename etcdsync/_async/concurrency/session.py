@@ -12,14 +12,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ... import errors
 from ..._backends._async import Event, Lock, wait_event
 from ...lease_types import Lease, LeaseLike, lease_id_of
-
-if TYPE_CHECKING:
-    from ..client import AsyncClient
+from ..protocol import AsyncKVClient
 
 DEFAULT_SESSION_TTL = 60
 
@@ -33,7 +31,7 @@ class AsyncSession:
     lease (deleting every key bound to it) unless :meth:`orphan` was called.
     """
 
-    def __init__(self, client: AsyncClient, lease: Lease) -> None:
+    def __init__(self, client: AsyncKVClient, lease: Lease) -> None:
         self.client = client
         self.lease = lease
         self.done = Event()
@@ -51,7 +49,11 @@ class AsyncSession:
 
     @classmethod
     async def create(
-        cls, client: AsyncClient, *, ttl: int = DEFAULT_SESSION_TTL, lease: LeaseLike | None = None
+        cls,
+        client: AsyncKVClient,
+        *,
+        ttl: int = DEFAULT_SESSION_TTL,
+        lease: LeaseLike | None = None,
     ) -> AsyncSession:
         """Grant a lease of ``ttl`` seconds (or adopt ``lease``) and keep it alive."""
         if lease is None:
@@ -162,3 +164,34 @@ class AsyncSession:
     def __repr__(self) -> str:
         state = "done" if self.is_done else "alive"
         return f"<{type(self).__name__} lease={self.lease_id:x} ttl={self.ttl} {state}>"
+
+
+class AsyncSessionPool:
+    """The shared sessions of one client: one per TTL, created on first use and
+    replaced once lost.
+
+    Recipes created without ``session=`` take theirs from here, so one lease serves
+    every acquire and campaign of a client (and of its namespaces).  The pool is
+    closed - every session revoked - when the client closes, before its connection
+    goes.
+    """
+
+    def __init__(self, client: AsyncKVClient) -> None:
+        self._client = client
+        self._sessions: dict[int, AsyncSession] = {}
+        self._lock = Lock()
+
+    async def get(self, ttl: int = DEFAULT_SESSION_TTL) -> AsyncSession:
+        """The live shared session for ``ttl``, granting a new one when needed."""
+        async with self._lock:
+            session = self._sessions.get(ttl)
+            if session is None or session.is_done:
+                session = await AsyncSession.create(self._client, ttl=ttl)
+                self._sessions[ttl] = session
+            return session
+
+    async def close(self) -> None:
+        """Revoke every shared session (their keys go with their leases)."""
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            await session.close()

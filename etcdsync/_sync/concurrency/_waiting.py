@@ -26,9 +26,9 @@ from typing import TYPE_CHECKING
 from ... import errors
 from ..._backends._sync import spawn
 from ...watch_types import EventType
+from .recipe_client import RecipeClient
 
 if TYPE_CHECKING:
-    from ..client import Client
     from ..watcher import Watcher
     from .session import Session
 
@@ -132,7 +132,7 @@ _Predecessors = tuple[list[bytes], int]
 
 
 def wait_for_deletes(
-    client: Client,
+    client: RecipeClient,
     prefix: str | bytes,
     max_create_revision: int,
     *,
@@ -219,7 +219,7 @@ def wait_for_deletes(
 
 
 def _follow_deletes(
-    client: Client,
+    client: RecipeClient,
     guard: _SessionWatch,
     target: str | bytes,
     allowed: int,

@@ -32,9 +32,9 @@ from ...codecs import Decoder, resolve_decoder
 from ...config_types import ConfigSnapshot, Validator
 from ...models import KeyValue
 from ...watch_types import EventType, WatchResponse
+from .recipe_client import RecipeClient
 
 if TYPE_CHECKING:
-    from ..client import Client
     from ..watcher import Watcher
 
 __all__ = [
@@ -104,7 +104,7 @@ class ConfigWatcher:
 
     def __init__(
         self,
-        client: Client,
+        client: RecipeClient,
         prefix: str | bytes,
         *,
         decode: str | Decoder = "json",

@@ -28,10 +28,10 @@ from ...models import GetResponse, KeyValue, TxnResponse
 from ...ops import Compare, Op
 from ...watch_types import EventType, WatchResponse
 from ._waiting import Deadline, session_error, wait_for_deletes
+from .recipe_client import RecipeClient
 from .session import DEFAULT_SESSION_TTL, Session
 
 if TYPE_CHECKING:
-    from ..client import Client
     from ..watcher import Watcher
 
 __all__ = ["Election", "ElectionObserver", "LostCallback"]
@@ -96,7 +96,7 @@ class Election:
 
     def __init__(
         self,
-        client: Client,
+        client: RecipeClient,
         name: str | bytes,
         *,
         session: Session | None = None,
@@ -568,7 +568,7 @@ class ElectionObserver:
     :class:`~etcdsync.errors.ClientClosedError` ends it when the client closes.
     """
 
-    def __init__(self, client: Client, prefix: bytes) -> None:
+    def __init__(self, client: RecipeClient, prefix: bytes) -> None:
         self._client = client
         self._prefix = prefix
         self._watcher: Watcher | None = None

@@ -25,17 +25,15 @@ import secrets
 import threading
 from collections.abc import Callable, Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from ... import errors
 from ..._backends._sync import Event, Lock, acquire_lock, spawn, wait_event
 from ...models import GetResponse, KeyValue, TxnResponse
 from ...ops import Compare, Op
 from ._waiting import Deadline, session_error, wait_for_deletes
+from .recipe_client import RecipeClient
 from .session import DEFAULT_SESSION_TTL, Session
-
-if TYPE_CHECKING:
-    from ..client import Client
 
 __all__ = ["Mutex", "QueueLock", "LostCallback"]
 
@@ -88,7 +86,7 @@ class QueueLock:
 
     def __init__(
         self,
-        client: Client,
+        client: RecipeClient,
         name: str,
         *,
         session: Session | None = None,
@@ -486,7 +484,7 @@ def _call(fn: LostCallback, error: errors.EtcdError) -> None:
 
 
 def _delete_later(
-    client: Client, session: Session, key: str, guard: Compare, local: Lock | None
+    client: RecipeClient, session: Session, key: str, guard: Compare, local: Lock | None
 ) -> None:
     """Retry a failed key deletion until it succeeds or the session ends (the key
     then goes with the lease); the in-process lock stays taken until then."""

@@ -19,14 +19,10 @@ package has no RW lock): only etcdsync clients take part.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from ... import errors
 from .mutex import QueueLock, unique_suffix
+from .recipe_client import RecipeClient
 from .session import Session
-
-if TYPE_CHECKING:
-    from ..client import Client
 
 __all__ = ["RWLock", "ReadLock", "WriteLock"]
 
@@ -70,7 +66,7 @@ class RWLock:
 
     def __init__(
         self,
-        client: Client,
+        client: RecipeClient,
         name: str,
         *,
         session: Session | None = None,

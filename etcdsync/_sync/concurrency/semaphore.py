@@ -12,15 +12,11 @@ make every waiter hit etcd at once.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
 from ... import errors
 from ...models import KeyValue
 from .mutex import QueueLock, unique_suffix
+from .recipe_client import RecipeClient
 from .session import Session
-
-if TYPE_CHECKING:
-    from ..client import Client
 
 __all__ = ["Semaphore"]
 
@@ -43,7 +39,7 @@ class Semaphore(QueueLock):
 
     def __init__(
         self,
-        client: Client,
+        client: RecipeClient,
         name: str,
         limit: int,
         *,

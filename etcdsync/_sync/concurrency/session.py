@@ -13,14 +13,12 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ... import errors
 from ..._backends._sync import Event, Lock, wait_event
 from ...lease_types import Lease, LeaseLike, lease_id_of
-
-if TYPE_CHECKING:
-    from ..client import Client
+from ..protocol import KVClient
 
 DEFAULT_SESSION_TTL = 60
 
@@ -34,7 +32,7 @@ class Session:
     lease (deleting every key bound to it) unless :meth:`orphan` was called.
     """
 
-    def __init__(self, client: Client, lease: Lease) -> None:
+    def __init__(self, client: KVClient, lease: Lease) -> None:
         self.client = client
         self.lease = lease
         self.done = Event()
@@ -52,7 +50,11 @@ class Session:
 
     @classmethod
     def create(
-        cls, client: Client, *, ttl: int = DEFAULT_SESSION_TTL, lease: LeaseLike | None = None
+        cls,
+        client: KVClient,
+        *,
+        ttl: int = DEFAULT_SESSION_TTL,
+        lease: LeaseLike | None = None,
     ) -> Session:
         """Grant a lease of ``ttl`` seconds (or adopt ``lease``) and keep it alive."""
         if lease is None:
@@ -163,3 +165,34 @@ class Session:
     def __repr__(self) -> str:
         state = "done" if self.is_done else "alive"
         return f"<{type(self).__name__} lease={self.lease_id:x} ttl={self.ttl} {state}>"
+
+
+class SessionPool:
+    """The shared sessions of one client: one per TTL, created on first use and
+    replaced once lost.
+
+    Recipes created without ``session=`` take theirs from here, so one lease serves
+    every acquire and campaign of a client (and of its namespaces).  The pool is
+    closed - every session revoked - when the client closes, before its connection
+    goes.
+    """
+
+    def __init__(self, client: KVClient) -> None:
+        self._client = client
+        self._sessions: dict[int, Session] = {}
+        self._lock = Lock()
+
+    def get(self, ttl: int = DEFAULT_SESSION_TTL) -> Session:
+        """The live shared session for ``ttl``, granting a new one when needed."""
+        with self._lock:
+            session = self._sessions.get(ttl)
+            if session is None or session.is_done:
+                session = Session.create(self._client, ttl=ttl)
+                self._sessions[ttl] = session
+            return session
+
+    def close(self) -> None:
+        """Revoke every shared session (their keys go with their leases)."""
+        sessions, self._sessions = list(self._sessions.values()), {}
+        for session in sessions:
+            session.close()
