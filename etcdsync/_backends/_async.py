@@ -4,16 +4,24 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import inspect
+import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
 
 import grpc
 from grpc import aio
 
+from .._callbacks import report_callback_failure
+
 T = TypeVar("T")
 
 Event = asyncio.Event
 Lock = asyncio.Lock
+StateLock = threading.Lock
+"""A lock for a few lines of state shared with callbacks of other threads (the
+sync flavour's keepalive thread, user threads); never held across a wait, so it
+is free in the asyncio flavour too."""
 QueueEmpty = asyncio.QueueEmpty
 Cancelled = asyncio.CancelledError
 FLAVOUR = "async"
@@ -44,6 +52,17 @@ def keep_connecting(channel: aio.Channel) -> None:
 def channel_state(channel: aio.Channel) -> grpc.ChannelConnectivity:
     """The channel's connectivity state, without starting a connection."""
     return channel.get_state(try_to_connect=False)
+
+
+async def run_callback(what: str, fn: Callable[..., Any], *args: Any) -> None:
+    """Call a user's callback (awaiting it if it returns an awaitable); an exception
+    is logged by the one callback policy (:mod:`etcdsync._callbacks`), never raised."""
+    try:
+        result = fn(*args)
+        if inspect.isawaitable(result):
+            await result
+    except Exception:
+        report_callback_failure(what, fn)
 
 
 async def sleep(seconds: float) -> None:

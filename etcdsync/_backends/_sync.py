@@ -11,12 +11,25 @@ from typing import Any, Generic, TypeVar
 
 import grpc
 
+from .._callbacks import report_callback_failure
+
 T = TypeVar("T")
 
 Event = threading.Event
 Lock = threading.Lock
+StateLock = threading.Lock
+"""A lock for a few lines of state shared between threads; never held across a wait."""
 QueueEmpty = queue.Empty
 FLAVOUR = "sync"
+
+
+def run_callback(what: str, fn: Callable[..., Any], *args: Any) -> None:
+    """Call a user's callback; an exception is logged by the one callback policy
+    (:mod:`etcdsync._callbacks`), never raised."""
+    try:
+        fn(*args)
+    except Exception:
+        report_callback_failure(what, fn)
 
 
 class Cancelled(BaseException):
