@@ -16,7 +16,6 @@ from .maintenance import AsyncMaintenanceAPI
 from .recipes import AsyncRecipesAPI
 from .server_recipes import AsyncServerRecipesAPI
 from .watch import AsyncWatchAPI
-from .watch_stream import AsyncWatchStream
 
 
 class AsyncClient(
@@ -68,7 +67,6 @@ class AsyncClient(
             retries=retries,
             settings=settings or ChannelSettings(),
         )
-        self._watch_streams: dict[bool, AsyncWatchStream] = {}
         self._sessions = AsyncSessionPool(self)
         self._conn.on_closing(self._sessions.close)
 

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import threading
-
 from .. import errors
 from .._methods import LEASE_GRANT, LEASE_LEASES, LEASE_REVOKE, LEASE_TIME_TO_LIVE
 from ..lease_types import (
@@ -17,9 +15,6 @@ from ..lease_types import (
 from .connection import AsyncConnection
 from .keepalive import AsyncKeepAlive, AsyncKeepAliveManager, renew_once
 
-# Guards the lazy creation of a client's keepalive manager (threads may race to it).
-_MANAGER_LOCK = threading.Lock()
-
 
 class AsyncLeaseAPI:
     """Lease requests; mixed into :class:`etcdsync.AsyncClient`.
@@ -29,7 +24,6 @@ class AsyncLeaseAPI:
     """
 
     _conn: AsyncConnection
-    _keepalive_manager: AsyncKeepAliveManager | None = None
 
     async def grant(self, ttl: int, *, lease_id: int = 0, timeout: float | None = None) -> Lease:
         """Create a lease that expires ``ttl`` seconds after its last renewal.
@@ -133,14 +127,9 @@ class AsyncLeaseAPI:
     # --- internals ---------------------------------------------------------------------
 
     def _keepalives(self) -> AsyncKeepAliveManager:
-        manager = self._keepalive_manager
-        if manager is None:
-            with _MANAGER_LOCK:
-                manager = self._keepalive_manager
-                if manager is None:
-                    manager = self._keepalive_manager = AsyncKeepAliveManager(self._conn)
-        return manager
+        """The connection's one keepalive manager (shared with namespaced views)."""
+        conn = self._conn
+        return conn.shared(AsyncKeepAliveManager, lambda: AsyncKeepAliveManager(conn))
 
     def _lease_gone(self, lease_id: int, reason: LeaseLostReason, detail: str) -> None:
-        if self._keepalive_manager is not None:
-            self._keepalive_manager.lease_gone(lease_id, reason, detail)
+        self._keepalives().lease_gone(lease_id, reason, detail)

@@ -24,15 +24,17 @@ class AsyncWatchAPI:
     """Watch requests; mixed into :class:`etcdsync.AsyncClient`."""
 
     _conn: AsyncConnection
-    _watch_streams: dict[bool, AsyncWatchStream]
 
     def _watch_stream(self, require_leader: bool) -> AsyncWatchStream:
-        stream = self._watch_streams.get(require_leader)
-        if stream is None:
-            stream = AsyncWatchStream(self._conn, require_leader=require_leader)
-            self._watch_streams[require_leader] = stream
-            self._conn.on_close(stream.close)
-        return stream
+        """The connection's shared stream for plain or ``require_leader`` watches."""
+        conn = self._conn
+
+        def open_stream() -> AsyncWatchStream:
+            stream = AsyncWatchStream(conn, require_leader=require_leader)
+            conn.on_close(stream.close)
+            return stream
+
+        return conn.shared((AsyncWatchStream, require_leader), open_stream)
 
     async def watch(
         self,

@@ -17,7 +17,6 @@ from .maintenance import MaintenanceAPI
 from .recipes import RecipesAPI
 from .server_recipes import ServerRecipesAPI
 from .watch import WatchAPI
-from .watch_stream import WatchStream
 
 
 class Client(
@@ -69,7 +68,6 @@ class Client(
             retries=retries,
             settings=settings or ChannelSettings(),
         )
-        self._watch_streams: dict[bool, WatchStream] = {}
         self._sessions = SessionPool(self)
         self._conn.on_closing(self._sessions.close)
 

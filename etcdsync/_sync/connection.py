@@ -16,7 +16,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import grpc
 from tenacity import (
@@ -33,12 +33,15 @@ from .._backends._sync import (
     Cancelled,
     Lock,
     ServerStream,
+    StateLock,
     close_channel,
     create_channel,
     keep_connecting,
 )
 from .._config import ChannelSettings, TLSConfig, parse_endpoints
 from .._methods import AUTHENTICATE, Method
+
+_T = TypeVar("_T")
 
 _RETRY_BACKOFF_START = 0.05
 _RETRY_BACKOFF_MAX = 1.0
@@ -83,6 +86,8 @@ class Connection:
         self._pid = os.getpid()
         self._close_hooks: list[Callable[[], None]] = []
         self._closing_hooks: list[Callable[[], None]] = []
+        self._shared: dict[object, Any] = {}
+        self._shared_lock = StateLock()
 
     # --- state -----------------------------------------------------------------
 
@@ -115,6 +120,22 @@ class Connection:
     def on_close(self, hook: Callable[[], None]) -> None:
         """Run ``hook`` first when the connection closes (stream managers stop there)."""
         self._close_hooks.append(hook)
+
+    def shared(self, key: object, factory: Callable[[], _T]) -> _T:
+        """The one object made by ``factory`` for ``key`` on this connection.
+
+        Stream managers (the watch streams, the keepalive stream) and the shared
+        session pool live here, so a client and every namespaced view of it share
+        them.  ``factory`` runs at most once per key (threads may race here) and
+        must do no I/O.
+        """
+        found = self._shared.get(key)
+        if found is None:
+            with self._shared_lock:
+                found = self._shared.get(key)
+                if found is None:
+                    found = self._shared[key] = factory()
+        return found
 
     def on_closing(self, hook: Callable[[], None]) -> None:
         """Run ``hook`` at the start of :meth:`close`, while requests still work and

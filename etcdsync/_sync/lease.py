@@ -3,8 +3,6 @@
 
 from __future__ import annotations
 
-import threading
-
 from .. import errors
 from .._methods import LEASE_GRANT, LEASE_LEASES, LEASE_REVOKE, LEASE_TIME_TO_LIVE
 from ..lease_types import (
@@ -18,9 +16,6 @@ from ..lease_types import (
 from .connection import Connection
 from .keepalive import KeepAlive, KeepAliveManager, renew_once
 
-# Guards the lazy creation of a client's keepalive manager (threads may race to it).
-_MANAGER_LOCK = threading.Lock()
-
 
 class LeaseAPI:
     """Lease requests; mixed into :class:`etcdsync.Client`.
@@ -30,7 +25,6 @@ class LeaseAPI:
     """
 
     _conn: Connection
-    _keepalive_manager: KeepAliveManager | None = None
 
     def grant(self, ttl: int, *, lease_id: int = 0, timeout: float | None = None) -> Lease:
         """Create a lease that expires ``ttl`` seconds after its last renewal.
@@ -134,14 +128,9 @@ class LeaseAPI:
     # --- internals ---------------------------------------------------------------------
 
     def _keepalives(self) -> KeepAliveManager:
-        manager = self._keepalive_manager
-        if manager is None:
-            with _MANAGER_LOCK:
-                manager = self._keepalive_manager
-                if manager is None:
-                    manager = self._keepalive_manager = KeepAliveManager(self._conn)
-        return manager
+        """The connection's one keepalive manager (shared with namespaced views)."""
+        conn = self._conn
+        return conn.shared(KeepAliveManager, lambda: KeepAliveManager(conn))
 
     def _lease_gone(self, lease_id: int, reason: LeaseLostReason, detail: str) -> None:
-        if self._keepalive_manager is not None:
-            self._keepalive_manager.lease_gone(lease_id, reason, detail)
+        self._keepalives().lease_gone(lease_id, reason, detail)

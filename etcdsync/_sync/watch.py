@@ -25,15 +25,17 @@ class WatchAPI:
     """Watch requests; mixed into :class:`etcdsync.Client`."""
 
     _conn: Connection
-    _watch_streams: dict[bool, WatchStream]
 
     def _watch_stream(self, require_leader: bool) -> WatchStream:
-        stream = self._watch_streams.get(require_leader)
-        if stream is None:
-            stream = WatchStream(self._conn, require_leader=require_leader)
-            self._watch_streams[require_leader] = stream
-            self._conn.on_close(stream.close)
-        return stream
+        """The connection's shared stream for plain or ``require_leader`` watches."""
+        conn = self._conn
+
+        def open_stream() -> WatchStream:
+            stream = WatchStream(conn, require_leader=require_leader)
+            conn.on_close(stream.close)
+            return stream
+
+        return conn.shared((WatchStream, require_leader), open_stream)
 
     def watch(
         self,

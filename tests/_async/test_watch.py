@@ -252,7 +252,7 @@ async def test_resume_after_server_kills_loses_and_repeats_nothing(
         assert [(e.key, e.revision) for e in (await watcher.get(timeout=5)).events] == [
             (b"seq/~marker", marker.revision)
         ]
-        stream = etcd._watch_streams[False]
+        stream = etcd._watch_stream(False)
         assert stream.reconnects >= 2
 
 
