@@ -32,6 +32,7 @@ _EXPORTS: dict[str, str] = {
     "AsyncKeepAlive": "._async.keepalive",
     "AsyncLeaderObserver": "._async.server_recipes",
     "AsyncTxn": "._async.txn",
+    "AsyncNamespace": "._async.namespace",
     "AsyncWatcher": "._async.watcher",
     "ChannelSettings": "._config",
     "TLSConfig": "._config",
@@ -49,6 +50,7 @@ _EXPORTS: dict[str, str] = {
     "KeepAlive": "._sync.keepalive",
     "LeaderObserver": "._sync.server_recipes",
     "Txn": "._sync.txn",
+    "Namespace": "._sync.namespace",
     "Watcher": "._sync.watcher",
     "Alarm": ".admin_types",
     "AlarmType": ".admin_types",
@@ -140,6 +142,9 @@ if TYPE_CHECKING:
     from ._async.keepalive import (
         AsyncKeepAlive as AsyncKeepAlive,
     )
+    from ._async.namespace import (
+        AsyncNamespace as AsyncNamespace,
+    )
     from ._async.server_recipes import (
         AsyncLeaderObserver as AsyncLeaderObserver,
     )
@@ -190,6 +195,9 @@ if TYPE_CHECKING:
     )
     from ._sync.keepalive import (
         KeepAlive as KeepAlive,
+    )
+    from ._sync.namespace import (
+        Namespace as Namespace,
     )
     from ._sync.server_recipes import (
         LeaderObserver as LeaderObserver,

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from .._config import DEFAULT_ENDPOINT, ChannelSettings, TLSConfig
+from .._keyspace import ROOT
 from .auth import AsyncAuthAPI
 from .cluster import AsyncClusterAPI
 from .concurrency.session import AsyncSessionPool
@@ -13,9 +15,13 @@ from .connection import AsyncConnection
 from .kv import AsyncKV
 from .lease import AsyncLeaseAPI
 from .maintenance import AsyncMaintenanceAPI
+from .namespace import AsyncNamespaceAPI
 from .recipes import AsyncRecipesAPI
 from .server_recipes import AsyncServerRecipesAPI
 from .watch import AsyncWatchAPI
+
+if TYPE_CHECKING:
+    from .concurrency.recipe_client import AsyncRecipeClient
 
 
 class AsyncClient(
@@ -27,6 +33,7 @@ class AsyncClient(
     AsyncMaintenanceAPI,
     AsyncAuthAPI,
     AsyncServerRecipesAPI,
+    AsyncNamespaceAPI,
 ):
     """An etcd v3 client.
 
@@ -67,6 +74,7 @@ class AsyncClient(
             retries=retries,
             settings=settings or ChannelSettings(),
         )
+        self._keyspace = ROOT
         self._sessions = AsyncSessionPool(self)
         self._conn.on_closing(self._sessions.close)
 
@@ -105,3 +113,9 @@ class AsyncClient(
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
         return f"<{type(self).__name__} {','.join(self._conn.endpoints)} {state}>"
+
+
+if TYPE_CHECKING:
+
+    def _runs_recipes(client: AsyncClient) -> AsyncRecipeClient:
+        return client  # mypy proves the client satisfies the recipes' protocol

@@ -1,11 +1,19 @@
-"""KV requests: get, put, delete, compact, txn, and paging through large ranges."""
+"""KV requests: get, put, delete, compact, txn, and paging through large ranges.
+
+Every KV request takes one path, :meth:`AsyncKV._request`: the verb builds its
+wire request (``ops.py``), the client's key space rewrites it (a namespace adds
+its prefix), the connection sends it, and the key space strips the response.  A
+namespace, a trace span or a metric therefore applies in one place.
+"""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable
+from typing import Any
 
 from .. import errors
-from .._methods import KV_COMPACT, KV_DELETE_RANGE, KV_PUT, KV_RANGE, KV_TXN
+from .._keyspace import KeySpace
+from .._methods import KV_COMPACT, KV_DELETE_RANGE, KV_PUT, KV_RANGE, KV_TXN, Method
 from .._pb import rpc_pb2 as rpc
 from ..lease_types import LeaseLike
 from ..models import (
@@ -43,10 +51,39 @@ def _read_only(request: rpc.TxnRequest) -> bool:
     return True
 
 
+# The wire method of each request type, and whether it is safe to repeat.
+_ROUTES: dict[type, tuple[Method, bool]] = {
+    rpc.RangeRequest: (KV_RANGE, True),
+    rpc.PutRequest: (KV_PUT, False),
+    rpc.DeleteRangeRequest: (KV_DELETE_RANGE, False),
+    rpc.TxnRequest: (KV_TXN, False),
+    rpc.CompactionRequest: (KV_COMPACT, False),
+}
+
+# The typed response of each request type (for do()).
+_RESPONSES: dict[type, Any] = {
+    rpc.RangeRequest: GetResponse,
+    rpc.PutRequest: PutResponse,
+    rpc.DeleteRangeRequest: DeleteResponse,
+    rpc.TxnRequest: TxnResponse,
+}
+
+
 class AsyncKV:
-    """Key-value requests; mixed into :class:`etcdsync.AsyncClient`."""
+    """Key-value requests; mixed into :class:`etcdsync.AsyncClient` and its namespaces."""
 
     _conn: AsyncConnection
+    _keyspace: KeySpace
+
+    async def _request(self, request: Any, timeout: float | None) -> Any:
+        """Send one KV request through the key space; the one path of every KV verb."""
+        method, idempotent = _ROUTES[type(request)]
+        if method is KV_TXN:
+            idempotent = _read_only(request)  # a txn that only reads may be repeated
+        response = await self._conn.unary(
+            method, self._keyspace.outbound(request), timeout=timeout, idempotent=idempotent
+        )
+        return self._keyspace.inbound(response)
 
     async def get(
         self,
@@ -91,8 +128,7 @@ class AsyncKV:
             min_create_revision=min_create_revision,
             max_create_revision=max_create_revision,
         )
-        response = await self._conn.unary(KV_RANGE, request, timeout=timeout, idempotent=True)
-        return GetResponse.from_pb(response)
+        return GetResponse.from_pb(await self._request(request, timeout))
 
     async def put(
         self,
@@ -120,7 +156,7 @@ class AsyncKV:
             ignore_lease=ignore_lease,
         )
         try:
-            response = await self._conn.unary(KV_PUT, request, timeout=timeout, idempotent=False)
+            response = await self._request(request, timeout)
         except errors.LeaseNotFoundError as exc:
             exc.lease_id = request.lease  # the server's message does not say which
             raise
@@ -140,10 +176,7 @@ class AsyncKV:
         request = delete_request(
             key, range_end=range_end, prefix=prefix, from_key=from_key, prev_kv=prev_kv
         )
-        response = await self._conn.unary(
-            KV_DELETE_RANGE, request, timeout=timeout, idempotent=False
-        )
-        return DeleteResponse.from_pb(response)
+        return DeleteResponse.from_pb(await self._request(request, timeout))
 
     async def compact(
         self, revision: int, *, physical: bool = False, timeout: float | None = None
@@ -155,8 +188,7 @@ class AsyncKV:
         if not isinstance(revision, int) or isinstance(revision, bool) or revision <= 0:
             raise errors.InvalidRequest(f"revision must be a positive int, got {revision!r}")
         request = rpc.CompactionRequest(revision=revision, physical=physical)
-        response = await self._conn.unary(KV_COMPACT, request, timeout=timeout, idempotent=False)
-        return CompactResponse.from_pb(response)
+        return CompactResponse.from_pb(await self._request(request, timeout))
 
     async def txn(
         self,
@@ -178,30 +210,15 @@ class AsyncKV:
         return AsyncTxn(self._txn_request)
 
     async def _txn_request(self, request: rpc.TxnRequest, timeout: float | None) -> TxnResponse:
-        response = await self._conn.unary(
-            KV_TXN, request, timeout=timeout, idempotent=_read_only(request)
-        )
-        return TxnResponse.from_pb(response)
+        return TxnResponse.from_pb(await self._request(request, timeout))
 
     async def do(self, op: Op, *, timeout: float | None = None) -> OpResponse:
         """Execute one :class:`~etcdsync.ops.Op` and return its typed response."""
         if not isinstance(op, Op):
             raise errors.InvalidRequest(f"do() takes an Op, got {type(op).__name__}")
-        if op.kind == "get":
-            response = await self._conn.unary(
-                KV_RANGE, op.request, timeout=timeout, idempotent=True
-            )
-            return GetResponse.from_pb(response)
-        if op.kind == "put":
-            response = await self._conn.unary(KV_PUT, op.request, timeout=timeout, idempotent=False)
-            return PutResponse.from_pb(response)
-        if op.kind == "delete":
-            response = await self._conn.unary(
-                KV_DELETE_RANGE, op.request, timeout=timeout, idempotent=False
-            )
-            return DeleteResponse.from_pb(response)
-        assert isinstance(op.request, rpc.TxnRequest)
-        return await self._txn_request(op.request, timeout)
+        response = await self._request(op.request, timeout)
+        result: OpResponse = _RESPONSES[type(op.request)].from_pb(response)
+        return result
 
     async def iterate(
         self,
@@ -245,7 +262,7 @@ class AsyncKV:
                 keys_only=keys_only,
                 serializable=serializable,
             )
-            response = await self._conn.unary(KV_RANGE, request, timeout=timeout, idempotent=True)
+            response = await self._request(request, timeout)
             revision = revision or response.header.revision
             for kv in response.kvs:
                 yield KeyValue.from_pb(kv)

@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Any
 
 from .. import errors
-from .._backends._async import spawn
+from .._backends._async import run_callback, spawn
 from .._keys import key_range
+from .._keyspace import KeySpace
 from .._pb import rpc_pb2 as rpc
 from .connection import AsyncConnection
 from .watch_stream import AsyncWatchStream
@@ -24,6 +25,7 @@ class AsyncWatchAPI:
     """Watch requests; mixed into :class:`etcdsync.AsyncClient`."""
 
     _conn: AsyncConnection
+    _keyspace: KeySpace
 
     def _watch_stream(self, require_leader: bool) -> AsyncWatchStream:
         """The connection's shared stream for plain or ``require_leader`` watches."""
@@ -91,11 +93,12 @@ class AsyncWatchAPI:
         stream = self._watch_stream(require_leader)
         watcher = AsyncWatcher(
             stream,
-            template,
+            self._keyspace.outbound(template),
             start_revision=start_revision,
             progress_notify=progress_notify,
             created_notify=created_notify,
             buffer_limit=buffer_limit,
+            keyspace=self._keyspace,
         )
         effective = self._conn.timeout if timeout is None else timeout
         await stream.add(watcher, effective)
@@ -109,7 +112,9 @@ class AsyncWatchAPI:
         The callback runs in a task (thread, in the sync client) of its own, so a
         slow callback delays only its own watcher.  It receives the terminal
         error (e.g. :class:`~etcdsync.errors.CompactedError`) once, as its last
-        call; cancelling the returned watcher ends it without a call.
+        call; cancelling the returned watcher ends it without a call.  An exception
+        raised by the callback is logged with its traceback (logger
+        ``etcdsync.callbacks``) and the next batch is delivered as usual.
         """
         watcher = await self.watch(key, **options)
         spawn(_feed_callback, watcher, callback, name="etcdsync-watch-callback")
@@ -123,8 +128,10 @@ class AsyncWatchAPI:
 
 
 async def _feed_callback(watcher: AsyncWatcher, callback: WatchCallback) -> None:
+    # The one callback policy (etcdsync._callbacks): a raising callback is logged and
+    # fed the next batch; it must never end this loop while the watcher stays registered.
     try:
         async for batch in watcher:
-            callback(batch)
+            await run_callback("watch", callback, batch)
     except errors.EtcdError as exc:
-        callback(exc)
+        await run_callback("watch", callback, exc)

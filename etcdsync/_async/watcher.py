@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 
 from .. import errors
 from .._backends._async import Event, Queue
+from .._keyspace import ROOT, KeySpace
 from .._pb import rpc_pb2 as rpc
 from ..watch_types import Event as WatchEvent
 from ..watch_types import WatchResponse
@@ -49,8 +50,10 @@ class AsyncWatcher:
         progress_notify: bool,
         created_notify: bool,
         buffer_limit: int,
+        keyspace: KeySpace = ROOT,
     ) -> None:
         self._stream = stream
+        self._keyspace = keyspace
         self._template = template
         self.next_revision = start_revision
         """The revision this watch resumes from (0 until the server pinned it)."""
@@ -101,6 +104,9 @@ class AsyncWatcher:
 
     def on_events(self, header_revision: int, events: list[Any], fragment: bool) -> bool:
         """Take one response's events; False when the buffer overflowed (suspend me)."""
+        if not self._keyspace.is_root:  # a namespace's watch: keys without its prefix
+            for event in events:
+                self._keyspace.strip_event(event)
         self._fragments.extend(WatchEvent.from_pb(e) for e in events)
         if fragment:
             return True  # the rest of this batch follows in the next response

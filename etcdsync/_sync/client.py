@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from types import TracebackType
+from typing import TYPE_CHECKING
 
 from .._config import DEFAULT_ENDPOINT, ChannelSettings, TLSConfig
+from .._keyspace import ROOT
 from .auth import AuthAPI
 from .cluster import ClusterAPI
 from .concurrency.session import SessionPool
@@ -14,9 +16,13 @@ from .connection import Connection
 from .kv import KV
 from .lease import LeaseAPI
 from .maintenance import MaintenanceAPI
+from .namespace import NamespaceAPI
 from .recipes import RecipesAPI
 from .server_recipes import ServerRecipesAPI
 from .watch import WatchAPI
+
+if TYPE_CHECKING:
+    from .concurrency.recipe_client import RecipeClient
 
 
 class Client(
@@ -28,6 +34,7 @@ class Client(
     MaintenanceAPI,
     AuthAPI,
     ServerRecipesAPI,
+    NamespaceAPI,
 ):
     """An etcd v3 client.
 
@@ -68,6 +75,7 @@ class Client(
             retries=retries,
             settings=settings or ChannelSettings(),
         )
+        self._keyspace = ROOT
         self._sessions = SessionPool(self)
         self._conn.on_closing(self._sessions.close)
 
@@ -106,3 +114,9 @@ class Client(
     def __repr__(self) -> str:
         state = "closed" if self.closed else "open"
         return f"<{type(self).__name__} {','.join(self._conn.endpoints)} {state}>"
+
+
+if TYPE_CHECKING:
+
+    def _runs_recipes(client: Client) -> RecipeClient:
+        return client  # mypy proves the client satisfies the recipes' protocol

@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 from .. import errors
+from .._keyspace import KeySpace
 from .._methods import LEASE_GRANT, LEASE_LEASES, LEASE_REVOKE, LEASE_TIME_TO_LIVE
 from ..lease_types import (
     Lease,
@@ -25,6 +26,7 @@ class LeaseAPI:
     """
 
     _conn: Connection
+    _keyspace: KeySpace
 
     def grant(self, ttl: int, *, lease_id: int = 0, timeout: float | None = None) -> Lease:
         """Create a lease that expires ``ttl`` seconds after its last renewal.
@@ -84,7 +86,7 @@ class LeaseAPI:
         )
         if response.TTL < 0:  # etcd answers -1 rather than an error for a missing lease
             raise errors.LeaseNotFoundError(f"lease {lease_id:x} not found", lease_id=lease_id)
-        return LeaseTimeToLive.from_pb(response)
+        return LeaseTimeToLive.from_pb(self._keyspace.inbound(response))
 
     def leases(self, *, timeout: float | None = None) -> list[int]:
         """The ids of every lease the cluster holds."""

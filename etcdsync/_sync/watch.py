@@ -11,8 +11,9 @@ from __future__ import annotations
 from typing import Any
 
 from .. import errors
-from .._backends._sync import spawn
+from .._backends._sync import run_callback, spawn
 from .._keys import key_range
+from .._keyspace import KeySpace
 from .._pb import rpc_pb2 as rpc
 from .connection import Connection
 from .watch_stream import WatchStream
@@ -25,6 +26,7 @@ class WatchAPI:
     """Watch requests; mixed into :class:`etcdsync.Client`."""
 
     _conn: Connection
+    _keyspace: KeySpace
 
     def _watch_stream(self, require_leader: bool) -> WatchStream:
         """The connection's shared stream for plain or ``require_leader`` watches."""
@@ -92,11 +94,12 @@ class WatchAPI:
         stream = self._watch_stream(require_leader)
         watcher = Watcher(
             stream,
-            template,
+            self._keyspace.outbound(template),
             start_revision=start_revision,
             progress_notify=progress_notify,
             created_notify=created_notify,
             buffer_limit=buffer_limit,
+            keyspace=self._keyspace,
         )
         effective = self._conn.timeout if timeout is None else timeout
         stream.add(watcher, effective)
@@ -110,7 +113,9 @@ class WatchAPI:
         The callback runs in a task (thread, in the sync client) of its own, so a
         slow callback delays only its own watcher.  It receives the terminal
         error (e.g. :class:`~etcdsync.errors.CompactedError`) once, as its last
-        call; cancelling the returned watcher ends it without a call.
+        call; cancelling the returned watcher ends it without a call.  An exception
+        raised by the callback is logged with its traceback (logger
+        ``etcdsync.callbacks``) and the next batch is delivered as usual.
         """
         watcher = self.watch(key, **options)
         spawn(_feed_callback, watcher, callback, name="etcdsync-watch-callback")
@@ -124,8 +129,10 @@ class WatchAPI:
 
 
 def _feed_callback(watcher: Watcher, callback: WatchCallback) -> None:
+    # The one callback policy (etcdsync._callbacks): a raising callback is logged and
+    # fed the next batch; it must never end this loop while the watcher stays registered.
     try:
         for batch in watcher:
-            callback(batch)
+            run_callback("watch", callback, batch)
     except errors.EtcdError as exc:
-        callback(exc)
+        run_callback("watch", callback, exc)
