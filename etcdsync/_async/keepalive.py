@@ -12,10 +12,11 @@ The manager starts on the first ``keep_alive()`` and runs two loops:
 
 Each listener (:class:`AsyncKeepAlive`) buffers only the latest result, so a slow
 listener never holds up the manager or the other listeners.  State shared with
-user code is guarded by a ``threading.Lock`` in both flavours: the critical
-sections never wait on anything, so in the asyncio flavour the lock is always free
-and costs nothing, and in the threaded flavour it is what keeps user threads and
-the manager's threads consistent.
+user code is guarded by the backend's ``StateLock`` (a thread lock in both
+flavours): the critical sections never wait on anything, so in the asyncio flavour
+the lock is always free and costs nothing, and in the threaded flavour it is what
+keeps user threads and the manager's threads consistent.  Listener callbacks run
+under the one callback policy (:mod:`etcdsync._callbacks`), outside the lock.
 """
 
 from __future__ import annotations
@@ -23,17 +24,18 @@ from __future__ import annotations
 import collections
 import logging
 import random
-import threading
 import time
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
 from .. import _status, errors
-from .._backends._async import BidiStream, Event, Queue, Task, spawn, wait_event
+from .._backends._async import BidiStream, Event, Queue, StateLock, Task, spawn, wait_event
+from .._callbacks import call_callback
 from .._methods import LEASE_KEEPALIVE
 from ..lease_types import LeaseKeepAliveResult, LeaseLostReason
 from .connection import AsyncConnection
+from .watch_stream import write_refused
 
 log = logging.getLogger("etcdsync.lease")
 
@@ -55,6 +57,8 @@ _BACKOFF_MAX = 1.0
 _JOIN_TIMEOUT = 5.0
 # Stream metadata asking the member to end the stream when it has no leader.
 _REQUIRE_LEADER = (("hasleader", "true"),)
+# How listener callbacks are named in the callback policy's log lines.
+_CALLBACK = "lease keepalive"
 
 
 # --- the listener handle ------------------------------------------------------------
@@ -82,7 +86,7 @@ class AsyncKeepAlive:
         self.lost = Event()
         """Set when the lease is gone (expired, revoked, keepalive halted, client closed)."""
         self._manager = manager
-        self._mutex = threading.Lock()
+        self._mutex = StateLock()
         self._ready = Event()  # set when a result, the loss or close is pending
         self._latest: LeaseKeepAliveResult | None = None
         self._last: LeaseKeepAliveResult | None = None
@@ -123,15 +127,16 @@ class AsyncKeepAlive:
         ``revoke()`` or the client's ``close()`` - which is reported in the task or
         thread that made that call, and a callback added after the loss, which is
         called at once.  Keep callbacks short and non-blocking: they delay the
-        renewals of every lease of the client.  Exceptions they raise are logged
-        (logger ``etcdsync.lease``) and otherwise ignored.
+        renewals of every lease of the client.  An exception a callback raises is
+        logged with its traceback (logger ``etcdsync.callbacks``) and otherwise
+        ignored: the callback still receives the next renewal and the loss.
         """
         with self._mutex:
             error = self._error
             if error is None:
                 self._callbacks.append(fn)
         if error is not None:
-            _call(fn, error)
+            call_callback(_CALLBACK, fn, error)
 
     async def next_result(self, timeout: float | None = None) -> LeaseKeepAliveResult:
         """Wait for the next renewal and return it.
@@ -208,7 +213,7 @@ class AsyncKeepAlive:
             self._ready.set()
             callbacks = list(self._callbacks)
         for fn in callbacks:
-            _call(fn, result)
+            call_callback(_CALLBACK, fn, result)
 
     def _set_lost(self, reason: LeaseLostReason, detail: str) -> None:
         with self._mutex:
@@ -221,7 +226,7 @@ class AsyncKeepAlive:
             callbacks, self._callbacks = self._callbacks, []
             error = self._error
         for fn in callbacks:
-            _call(fn, error)
+            call_callback(_CALLBACK, fn, error)
 
     def _fresh_error(self) -> errors.LeaseExpiredError:
         # A new instance per raise: re-raising one object would chain its tracebacks.
@@ -236,13 +241,6 @@ def _lost_error(lease_id: int, reason: LeaseLostReason, detail: str) -> errors.L
     return errors.LeaseExpiredError(
         message, lease_id=lease_id, reason=reason, details=detail or None
     )
-
-
-def _call(fn: KeepAliveCallback, arg: LeaseKeepAliveResult | errors.LeaseExpiredError) -> None:
-    try:
-        fn(arg)
-    except Exception:  # a user's callback must not take the manager down
-        log.exception("keepalive callback %r failed", fn)
 
 
 # --- the manager --------------------------------------------------------------------
@@ -279,7 +277,7 @@ class AsyncKeepAliveManager:
 
     def __init__(self, conn: AsyncConnection) -> None:
         self._conn = conn
-        self._mutex = threading.Lock()
+        self._mutex = StateLock()
         self._leases: dict[int, _Tracked] = {}
         self._wakeup = Event()  # something changed: the sender should look again
         self._stop = Event()
@@ -396,8 +394,10 @@ class AsyncKeepAliveManager:
                 try:
                     for lease_id in due:
                         await link.stream.write(LEASE_KEEPALIVE.request(ID=lease_id))
-                except Exception:
-                    # A write to a failed call raises; the reader reports the call's status.
+                except Exception as exc:
+                    # The stream is torn down below and reopened; the reader reports the
+                    # failed call's status.
+                    _write_failed("lease keepalive", exc)
                     return
                 await wait_event(self._wakeup, max(wake_at - time.monotonic(), 0.0))
         finally:
@@ -572,6 +572,13 @@ class AsyncKeepAliveManager:
         self._fail_all(LeaseLostReason.CLIENT_CLOSED, "")
 
 
+def _write_failed(what: str, exc: Exception) -> None:
+    if write_refused(exc):
+        log.debug("%s stream refused a request (%r)", what, exc)
+    else:
+        log.warning("unexpected error writing to the %s stream", what, exc_info=True)
+
+
 # --- one renewal on its own stream --------------------------------------------------------
 
 
@@ -592,8 +599,9 @@ async def renew_once(
     try:
         try:
             await stream.write(LEASE_KEEPALIVE.request(ID=lease_id))
-        except Exception:
-            pass  # the call failed; the reader reports its status
+        except Exception as exc:
+            # The reader reports the failed call's status (or we time out below).
+            _write_failed("lease renewal", exc)
         try:
             answer = await answers.get(effective)
         except TimeoutError:

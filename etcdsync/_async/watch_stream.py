@@ -14,6 +14,7 @@ etcd answers a stream's creates in the order it received them.
 
 from __future__ import annotations
 
+import logging
 import random
 from collections import deque
 
@@ -23,6 +24,8 @@ from .._methods import WATCH
 from .._pb import rpc_pb2 as rpc
 from .connection import AsyncConnection
 from .watcher import AsyncWatcher
+
+log = logging.getLogger("etcdsync.watch")
 
 _BACKOFF_START = 0.05
 _BACKOFF_MAX = 2.0
@@ -120,11 +123,23 @@ class AsyncWatchStream:
     async def _send(self, request: rpc.WatchRequest) -> None:
         stream = self._stream
         if stream is None:
-            return
+            return  # never opened: _ensure_started() opens it before the first create
         try:
             await stream.write(request)
-        except Exception:
-            pass
+        except Exception as exc:
+            if self._closed:
+                return  # close() cancelled the stream under us: nothing to resend
+            # Nothing is lost: the reader sees the stream end and reconnects, which
+            # re-creates every active watcher from its next revision (a cancel is moot
+            # on a new stream; a progress request is best effort).
+            if write_refused(exc):
+                log.debug("watch stream refused a request (%r); reconnecting", exc)
+            else:
+                log.warning(
+                    "unexpected error writing to the watch stream; reconnecting", exc_info=True
+                )
+            # Make sure the reader does see an end, even if the stream looked healthy.
+            stream.cancel()
 
     # --- the reader --------------------------------------------------------------------
 
@@ -142,6 +157,8 @@ class AsyncWatchStream:
                     await self._dispatch(response)
                     delay = _BACKOFF_START
             except Exception as exc:
+                if not _status.is_rpc_error(exc):  # a bug, not a broken stream: say so
+                    log.exception("watch stream reader failed; reconnecting")
                 failure = exc
             if self._closed:
                 return
@@ -156,8 +173,9 @@ class AsyncWatchStream:
         if failure is not None and _status.is_auth_token_error(failure):
             try:
                 await self._conn.authenticate(stale_token=self._conn.token)
-            except errors.EtcdError:
-                pass  # unreachable or refused: the next stream fails and we come back
+            except errors.EtcdError as exc:
+                # Unreachable or refused: the next stream fails and we come back.
+                log.debug("watch stream re-authentication failed: %s", exc)
         elif failure is None or isinstance(self._conn.translate(failure), errors.ConnectionError_):
             self._conn.failover(endpoint)
         async with self._lock:
@@ -249,3 +267,14 @@ class AsyncWatchStream:
             self._reader.cancel()
             await self._reader.join(5.0)
         self._fail_all(errors.ClientClosedError("the client was closed"))
+
+
+def write_refused(exc: Exception) -> bool:
+    """True for what a write to a broken or ended gRPC stream raises.
+
+    A call that failed raises its status (an ``RpcError``; its reader gets the same
+    one); grpc.aio refuses a write to a call that has already ended with asyncio's
+    ``InvalidStateError``, named here by its name since only ``_backends`` may
+    import asyncio.  The sync backend's ``write`` only queues and never raises.
+    """
+    return _status.is_rpc_error(exc) or type(exc).__name__ == "InvalidStateError"

@@ -16,7 +16,7 @@ re-sync on the server.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .. import errors
 from .._backends._async import Event, Queue
@@ -25,10 +25,19 @@ from .._pb import rpc_pb2 as rpc
 from ..watch_types import Event as WatchEvent
 from ..watch_types import WatchResponse
 
-if TYPE_CHECKING:
-    from .watch_stream import AsyncWatchStream
-
 _Item = WatchResponse | errors.EtcdError | None  # None: cancelled by its user
+
+
+class AsyncWatchOwner(Protocol):
+    """What a watcher asks of the stream that feeds it (``AsyncWatchStream``).
+
+    A protocol rather than an import keeps the watcher free of the stream module,
+    which imports this one: no import cycle.
+    """
+
+    async def resume(self, watcher: AsyncWatcher) -> None: ...
+
+    async def remove(self, watcher: AsyncWatcher) -> None: ...
 
 
 class AsyncWatcher:
@@ -43,7 +52,7 @@ class AsyncWatcher:
 
     def __init__(
         self,
-        stream: AsyncWatchStream,
+        stream: AsyncWatchOwner,
         template: rpc.WatchCreateRequest,
         *,
         start_revision: int,

@@ -15,6 +15,7 @@ etcd answers a stream's creates in the order it received them.
 
 from __future__ import annotations
 
+import logging
 import random
 from collections import deque
 
@@ -24,6 +25,8 @@ from .._methods import WATCH
 from .._pb import rpc_pb2 as rpc
 from .connection import Connection
 from .watcher import Watcher
+
+log = logging.getLogger("etcdsync.watch")
 
 _BACKOFF_START = 0.05
 _BACKOFF_MAX = 2.0
@@ -121,11 +124,23 @@ class WatchStream:
     def _send(self, request: rpc.WatchRequest) -> None:
         stream = self._stream
         if stream is None:
-            return
+            return  # never opened: _ensure_started() opens it before the first create
         try:
             stream.write(request)
-        except Exception:
-            pass
+        except Exception as exc:
+            if self._closed:
+                return  # close() cancelled the stream under us: nothing to resend
+            # Nothing is lost: the reader sees the stream end and reconnects, which
+            # re-creates every active watcher from its next revision (a cancel is moot
+            # on a new stream; a progress request is best effort).
+            if write_refused(exc):
+                log.debug("watch stream refused a request (%r); reconnecting", exc)
+            else:
+                log.warning(
+                    "unexpected error writing to the watch stream; reconnecting", exc_info=True
+                )
+            # Make sure the reader does see an end, even if the stream looked healthy.
+            stream.cancel()
 
     # --- the reader --------------------------------------------------------------------
 
@@ -143,6 +158,8 @@ class WatchStream:
                     self._dispatch(response)
                     delay = _BACKOFF_START
             except Exception as exc:
+                if not _status.is_rpc_error(exc):  # a bug, not a broken stream: say so
+                    log.exception("watch stream reader failed; reconnecting")
                 failure = exc
             if self._closed:
                 return
@@ -157,8 +174,9 @@ class WatchStream:
         if failure is not None and _status.is_auth_token_error(failure):
             try:
                 self._conn.authenticate(stale_token=self._conn.token)
-            except errors.EtcdError:
-                pass  # unreachable or refused: the next stream fails and we come back
+            except errors.EtcdError as exc:
+                # Unreachable or refused: the next stream fails and we come back.
+                log.debug("watch stream re-authentication failed: %s", exc)
         elif failure is None or isinstance(self._conn.translate(failure), errors.ConnectionError_):
             self._conn.failover(endpoint)
         with self._lock:
@@ -250,3 +268,14 @@ class WatchStream:
             self._reader.cancel()
             self._reader.join(5.0)
         self._fail_all(errors.ClientClosedError("the client was closed"))
+
+
+def write_refused(exc: Exception) -> bool:
+    """True for what a write to a broken or ended gRPC stream raises.
+
+    A call that failed raises its status (an ``RpcError``; its reader gets the same
+    one); grpc.aio refuses a write to a call that has already ended with asyncio's
+    ``InvalidStateError``, named here by its name since only ``_backends`` may
+    import asyncio.  The sync backend's ``write`` only queues and never raises.
+    """
+    return _status.is_rpc_error(exc) or type(exc).__name__ == "InvalidStateError"

@@ -17,7 +17,7 @@ re-sync on the server.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from .. import errors
 from .._backends._sync import Event, Queue
@@ -26,10 +26,19 @@ from .._pb import rpc_pb2 as rpc
 from ..watch_types import Event as WatchEvent
 from ..watch_types import WatchResponse
 
-if TYPE_CHECKING:
-    from .watch_stream import WatchStream
-
 _Item = WatchResponse | errors.EtcdError | None  # None: cancelled by its user
+
+
+class WatchOwner(Protocol):
+    """What a watcher asks of the stream that feeds it (``WatchStream``).
+
+    A protocol rather than an import keeps the watcher free of the stream module,
+    which imports this one: no import cycle.
+    """
+
+    def resume(self, watcher: Watcher) -> None: ...
+
+    def remove(self, watcher: Watcher) -> None: ...
 
 
 class Watcher:
@@ -44,7 +53,7 @@ class Watcher:
 
     def __init__(
         self,
-        stream: WatchStream,
+        stream: WatchOwner,
         template: rpc.WatchCreateRequest,
         *,
         start_revision: int,

@@ -9,6 +9,7 @@ restart a server or count its streams use a private server.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 import uuid
@@ -24,7 +25,7 @@ from etcdsync import (
     LeaseTimeToLive,
     errors,
 )
-from etcdsync._backends._async import FLAVOUR, sleep
+from etcdsync._backends._async import FLAVOUR, Event, sleep, wait_event
 
 RUN = f"{__name__}/{uuid.uuid4().hex[:8]}"
 
@@ -315,3 +316,34 @@ async def test_close_tells_listeners_and_ends_every_task_and_thread(etcd_endpoin
     assert _workers() - before == set()
     with pytest.raises(errors.ClientClosedError):
         etcd.keep_alive(leases[0])
+
+
+async def test_a_raising_keepalive_callback_is_logged_and_renewals_go_on(
+    etcd_endpoint: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="etcdsync.callbacks")
+    calls: list[object] = []
+    twice = Event()
+
+    def on_result(item: LeaseKeepAliveResult | errors.LeaseExpiredError) -> None:
+        calls.append(item)
+        if len(calls) >= 2:
+            twice.set()
+        raise RuntimeError("bug in a keepalive listener")
+
+    async with AsyncClient(etcd_endpoint) as etcd, AsyncClient(etcd_endpoint) as observer:
+        lease = await etcd.grant(2)  # renewed about every 0.7 s
+        async with etcd.keep_alive(lease) as ka:
+            ka.add_callback(on_result)
+            assert await wait_event(twice, 10), calls
+            # The raising callback took nothing down: renewals and the listener go on.
+            assert (await ka.next_result(timeout=5)).id == lease.id
+            assert not ka.lost.is_set()
+            assert (await observer.time_to_live(lease)).ttl > 0
+        await etcd.revoke(lease)
+    assert all(isinstance(c, LeaseKeepAliveResult) for c in calls)
+    records = [r for r in caplog.records if r.name == "etcdsync.callbacks"]
+    assert len(records) >= 2, records
+    for record in records:
+        assert record.exc_info is not None
+        assert "bug in a keepalive listener" in str(record.exc_info[1])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import threading
@@ -12,6 +13,7 @@ from typing import Any
 import pytest
 
 from etcdsync import AsyncClient, Compare, Op, errors
+from etcdsync._backends._async import Event, wait_event
 from etcdsync.watch_types import EventType, WatchResponse
 
 WRITER = Path(__file__).resolve().parent.parent / "helpers" / "writer.py"
@@ -309,3 +311,34 @@ async def test_guarded_write_visible_to_watcher(etcd_endpoint: str, prefix: str)
         assert response.succeeded
         batch = await watcher.get(timeout=5)
         assert batch.events[0].revision == response.revision
+
+
+async def test_a_raising_watch_callback_is_logged_and_gets_the_next_batch(
+    etcd_endpoint: str, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="etcdsync.callbacks")
+    key = prefix + "k"
+    seen: list[WatchResponse | errors.EtcdError] = []
+    first, second = Event(), Event()
+
+    def on_batch(item: WatchResponse | errors.EtcdError) -> None:
+        seen.append(item)
+        if not first.is_set():
+            first.set()
+            raise RuntimeError("bug in the first call")
+        second.set()
+
+    async with AsyncClient(etcd_endpoint) as etcd:
+        watcher = await etcd.add_watch_callback(key, on_batch)
+        await etcd.put(key, "1")
+        assert await wait_event(first, 10)
+        await etcd.put(key, "2")  # a batch of its own, after the callback raised
+        assert await wait_event(second, 10), seen
+        await watcher.cancel()
+    values = [e.value for b in seen if isinstance(b, WatchResponse) for e in b.events]
+    assert values == [b"1", b"2"]
+    records = [r for r in caplog.records if r.name == "etcdsync.callbacks"]
+    assert len(records) == 1, records
+    assert records[0].exc_info is not None
+    assert "bug in the first call" in str(records[0].exc_info[1])
+    assert "watch callback" in records[0].getMessage()

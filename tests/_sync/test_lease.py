@@ -10,6 +10,7 @@ restart a server or count its streams use a private server.
 from __future__ import annotations
 
 import asyncio
+import logging
 import threading
 import time
 import uuid
@@ -25,7 +26,7 @@ from etcdsync import (
     LeaseTimeToLive,
     errors,
 )
-from etcdsync._backends._sync import FLAVOUR, sleep
+from etcdsync._backends._sync import FLAVOUR, Event, sleep, wait_event
 
 RUN = f"{__name__}/{uuid.uuid4().hex[:8]}"
 
@@ -316,3 +317,34 @@ def test_close_tells_listeners_and_ends_every_task_and_thread(etcd_endpoint: str
     assert _workers() - before == set()
     with pytest.raises(errors.ClientClosedError):
         etcd.keep_alive(leases[0])
+
+
+def test_a_raising_keepalive_callback_is_logged_and_renewals_go_on(
+    etcd_endpoint: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="etcdsync.callbacks")
+    calls: list[object] = []
+    twice = Event()
+
+    def on_result(item: LeaseKeepAliveResult | errors.LeaseExpiredError) -> None:
+        calls.append(item)
+        if len(calls) >= 2:
+            twice.set()
+        raise RuntimeError("bug in a keepalive listener")
+
+    with Client(etcd_endpoint) as etcd, Client(etcd_endpoint) as observer:
+        lease = etcd.grant(2)  # renewed about every 0.7 s
+        with etcd.keep_alive(lease) as ka:
+            ka.add_callback(on_result)
+            assert wait_event(twice, 10), calls
+            # The raising callback took nothing down: renewals and the listener go on.
+            assert (ka.next_result(timeout=5)).id == lease.id
+            assert not ka.lost.is_set()
+            assert (observer.time_to_live(lease)).ttl > 0
+        etcd.revoke(lease)
+    assert all(isinstance(c, LeaseKeepAliveResult) for c in calls)
+    records = [r for r in caplog.records if r.name == "etcdsync.callbacks"]
+    assert len(records) >= 2, records
+    for record in records:
+        assert record.exc_info is not None
+        assert "bug in a keepalive listener" in str(record.exc_info[1])

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import logging
 import subprocess
 import sys
 import threading
@@ -13,6 +14,7 @@ from typing import Any
 import pytest
 
 from etcdsync import Client, Compare, Op, errors
+from etcdsync._backends._sync import Event, wait_event
 from etcdsync.watch_types import EventType, WatchResponse
 
 WRITER = Path(__file__).resolve().parent.parent / "helpers" / "writer.py"
@@ -310,3 +312,34 @@ def test_guarded_write_visible_to_watcher(etcd_endpoint: str, prefix: str) -> No
         assert response.succeeded
         batch = watcher.get(timeout=5)
         assert batch.events[0].revision == response.revision
+
+
+def test_a_raising_watch_callback_is_logged_and_gets_the_next_batch(
+    etcd_endpoint: str, prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="etcdsync.callbacks")
+    key = prefix + "k"
+    seen: list[WatchResponse | errors.EtcdError] = []
+    first, second = Event(), Event()
+
+    def on_batch(item: WatchResponse | errors.EtcdError) -> None:
+        seen.append(item)
+        if not first.is_set():
+            first.set()
+            raise RuntimeError("bug in the first call")
+        second.set()
+
+    with Client(etcd_endpoint) as etcd:
+        watcher = etcd.add_watch_callback(key, on_batch)
+        etcd.put(key, "1")
+        assert wait_event(first, 10)
+        etcd.put(key, "2")  # a batch of its own, after the callback raised
+        assert wait_event(second, 10), seen
+        watcher.cancel()
+    values = [e.value for b in seen if isinstance(b, WatchResponse) for e in b.events]
+    assert values == [b"1", b"2"]
+    records = [r for r in caplog.records if r.name == "etcdsync.callbacks"]
+    assert len(records) == 1, records
+    assert records[0].exc_info is not None
+    assert "bug in the first call" in str(records[0].exc_info[1])
+    assert "watch callback" in records[0].getMessage()
