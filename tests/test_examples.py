@@ -15,6 +15,7 @@ SCRIPTS = [
     "config_watcher.py",
     "election.py",
     "lock.py",
+    "namespaces.py",
     "quickstart.py",
 ]
 
