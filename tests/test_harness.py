@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -23,6 +24,7 @@ from typing import Any
 
 import pytest
 
+import etcdsync._embedded.process as process_module
 import etcdsync.testing.server as server_module
 from etcdsync.testing import (
     DockerEtcd,
@@ -39,7 +41,7 @@ from etcdsync.testing import (
     openssl_available,
 )
 from etcdsync.testing.plugin import EtcdServerFactory, requested_etcd, selected_binary
-from etcdsync.testing.server import run_etcdctl
+from etcdsync.testing.server import EtcdServer, allocate_ports, run_etcdctl
 
 # No plain HTTP proxy for loopback, whatever the environment says.
 _opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
@@ -194,6 +196,30 @@ def test_failed_start_reports_log_tail(servers: EtcdServerFactory) -> None:
     assert not server.is_running
 
 
+def test_allocate_ports_from_threads_never_repeats_a_port() -> None:
+    # No lock (etcdsync._embedded is production code, without threading): a port is
+    # checked against those given while our socket holds it bound.
+    results: list[list[int]] = []
+    threads = [
+        threading.Thread(target=lambda: results.append(allocate_ports(25))) for _ in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    ports = [port for chunk in results for port in chunk]
+    assert len(ports) == len(set(ports)) == 200
+
+
+def test_server_is_the_embedded_process_with_test_tools() -> None:
+    # `etcdsync server` runs an EtcdProcess; tests get the same lifecycle plus crash,
+    # metrics and etcdctl, and the names they import from etcdsync.testing.server.
+    assert issubclass(EtcdServer, process_module.EtcdProcess)
+    assert server_module.EtcdStartError is process_module.EtcdStartError
+    assert server_module.allocate_ports is process_module.allocate_ports
+    assert repr(EtcdServer(start_timeout=1)).startswith("<EtcdServer default etcd ")
+
+
 def test_port_race_is_retried(servers: EtcdServerFactory, monkeypatch: pytest.MonkeyPatch) -> None:
     # Hand the first launch a port that is already listening, as if another process had
     # grabbed it between allocation and etcd's bind.
@@ -201,7 +227,7 @@ def test_port_race_is_retried(servers: EtcdServerFactory, monkeypatch: pytest.Mo
     squatter.bind(("127.0.0.1", 0))
     squatter.listen()
     busy = squatter.getsockname()[1]
-    real = server_module.allocate_ports
+    real = process_module.allocate_ports
     calls: list[int] = []
 
     def first_one_busy(count: int) -> list[int]:
@@ -209,7 +235,8 @@ def test_port_race_is_retried(servers: EtcdServerFactory, monkeypatch: pytest.Mo
         ports = real(count)
         return [busy, *ports[1:]] if len(calls) == 1 else ports
 
-    monkeypatch.setattr(server_module, "allocate_ports", first_one_busy)
+    # EtcdServer's port assignment is EtcdProcess's, in etcdsync._embedded.process.
+    monkeypatch.setattr(process_module, "allocate_ports", first_one_busy)
     try:
         server = servers()
     finally:

@@ -1,7 +1,8 @@
 """What every subcommand shares: connection options, exit codes, errors and output.
 
-The CLI uses only the public API (``etcdsync.Client`` and friends) and
-``etcdsync.testing``; nothing in the library imports it.
+The CLI uses only the public API (``etcdsync.Client`` and friends) and, to run a local
+etcd, ``etcdsync._embedded`` (never the test harness, ``etcdsync.testing``); nothing in
+the library imports it.
 """
 
 from __future__ import annotations

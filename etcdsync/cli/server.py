@@ -19,8 +19,15 @@ import uuid
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-from ..testing import EtcdBinary, EtcdNotFound, EtcdServer, EtcdStartError, find_etcd
-from ..testing.server import allocate_ports, default_tmp_dir
+from .._embedded import (
+    EtcdBinary,
+    EtcdNotFound,
+    EtcdProcess,
+    EtcdStartError,
+    allocate_ports,
+    default_tmp_dir,
+    find_etcd,
+)
 from ._common import (
     EXIT_ERROR,
     EXIT_OK,
@@ -127,13 +134,13 @@ def _consecutive(first: int, count: int) -> list[int]:
     return list(range(first, first + count))
 
 
-def _members(binary: EtcdBinary, layout: _Layout, root: Path | None) -> list[EtcdServer]:
+def _members(binary: EtcdBinary, layout: _Layout, root: Path | None) -> list[EtcdProcess]:
     metrics = allocate_ports(layout.members)
     if layout.members == 1:
-        # A single member: EtcdServer makes (and later deletes) a temporary data dir
+        # A single member: EtcdProcess makes (and later deletes) a temporary data dir
         # unless we name one.
         return [
-            EtcdServer(
+            EtcdProcess(
                 binary,
                 client_port=layout.client_ports[0],
                 peer_port=layout.peer_ports[0],
@@ -149,7 +156,7 @@ def _members(binary: EtcdBinary, layout: _Layout, root: Path | None) -> list[Etc
         for name, peer in zip(names, layout.peer_ports, strict=True)
     )
     return [
-        EtcdServer(
+        EtcdProcess(
             binary,
             name=names[i],
             client_port=layout.client_ports[i],
@@ -163,7 +170,7 @@ def _members(binary: EtcdBinary, layout: _Layout, root: Path | None) -> list[Etc
     ]
 
 
-def _start(members: list[EtcdServer]) -> None:
+def _start(members: list[EtcdProcess]) -> None:
     # Every member must be launched before waiting: none is healthy without a quorum.
     for member in members:
         member.start(wait=False)
@@ -182,7 +189,7 @@ def _start(members: list[EtcdServer]) -> None:
             raise CliError(f"etcd {member.name} did not start: {tail[0]}") from None
 
 
-def _stop(members: list[EtcdServer], *, keep: bool) -> None:
+def _stop(members: list[EtcdProcess], *, keep: bool) -> None:
     if keep:
         for member in members:
             member.terminate()  # graceful: the data is kept
@@ -234,7 +241,7 @@ def run(args: argparse.Namespace) -> int:
         restore()
 
 
-def _serve(members: list[EtcdServer]) -> int:
+def _serve(members: list[EtcdProcess]) -> int:
     """Wait for a signal; a member that dies on its own ends the command."""
     while True:
         time.sleep(_POLL_INTERVAL)

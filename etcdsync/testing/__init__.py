@@ -22,17 +22,11 @@ from .binaries import (
 from .cluster import EtcdCluster
 from .docker import DockerEtcd, docker_available
 from .embedded import endpoint_or_embedded
+from .etcdctl import EtcdctlError
+from .metrics import Metrics, MetricSample
 from .proxy import FaultProxy
-from .server import (
-    EtcdctlError,
-    EtcdServer,
-    EtcdStartError,
-    Metrics,
-    MetricSample,
-    TLSFiles,
-    generate_tls_files,
-    openssl_available,
-)
+from .server import EtcdServer, EtcdStartError
+from .tls import TLSFiles, generate_tls_files, openssl_available
 
 __all__ = [
     "ENV_VAR",

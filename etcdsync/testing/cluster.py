@@ -24,19 +24,18 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
 
-from .binaries import EtcdBinary, find_etcd
-from .proxy import FaultProxy, _Pipe
-from .server import (
+from .._embedded.ports import allocate_ports
+from .._embedded.probe import HTTP_ERRORS, http_get
+from .._embedded.process import (
     DEFAULT_ELECTION_MS,
     DEFAULT_HEARTBEAT_MS,
-    HTTP_ERRORS,
-    EtcdServer,
     EtcdStartError,
-    _http_get,
-    allocate_ports,
     default_tmp_dir,
-    run_etcdctl,
 )
+from .binaries import EtcdBinary, find_etcd
+from .etcdctl import run_etcdctl
+from .proxy import FaultProxy, _Pipe
+from .server import EtcdServer
 
 __all__ = ["EtcdCluster", "PeerProxy"]
 
@@ -392,7 +391,7 @@ class EtcdCluster:
         # Any running member lists them all on its peer port (/members, plain JSON).
         for index in self.running_indices():
             try:
-                body = _http_get(f"{self.members[index].peer_url}/members", timeout=2.0)
+                body = http_get(f"{self.members[index].peer_url}/members", timeout=2.0)
                 listed = json.loads(body)
             except HTTP_ERRORS:
                 continue

@@ -34,7 +34,8 @@ import pytest
 
 from .binaries import ENV_VAR, EtcdBinary, EtcdNotFound, find_etcd, requested_version
 from .cluster import EtcdCluster
-from .server import EtcdServer, TLSFiles, generate_tls_files, openssl_available
+from .server import EtcdServer
+from .tls import TLSFiles, generate_tls_files, openssl_available
 
 __all__ = [
     "EtcdServerFactory",
