@@ -21,9 +21,9 @@ _EXPORTS: dict[str, str] = {
     "AsyncClient": "._async.client",
     "AsyncConfigWatcher": "._async.concurrency.config",
     "AsyncElection": "._async.concurrency.election",
-    "AsyncElectionObserver": "._async.concurrency.election",
+    "AsyncElectionObserver": "._async.concurrency.election_observer",
     "AsyncMutex": "._async.concurrency.mutex",
-    "AsyncQueueLock": "._async.concurrency.mutex",
+    "AsyncQueueLock": "._async.concurrency.queue_lock",
     "AsyncRWLock": "._async.concurrency.rwlock",
     "AsyncReadLock": "._async.concurrency.rwlock",
     "AsyncWriteLock": "._async.concurrency.rwlock",
@@ -39,9 +39,9 @@ _EXPORTS: dict[str, str] = {
     "Client": "._sync.client",
     "ConfigWatcher": "._sync.concurrency.config",
     "Election": "._sync.concurrency.election",
-    "ElectionObserver": "._sync.concurrency.election",
+    "ElectionObserver": "._sync.concurrency.election_observer",
     "Mutex": "._sync.concurrency.mutex",
-    "QueueLock": "._sync.concurrency.mutex",
+    "QueueLock": "._sync.concurrency.queue_lock",
     "RWLock": "._sync.concurrency.rwlock",
     "ReadLock": "._sync.concurrency.rwlock",
     "WriteLock": "._sync.concurrency.rwlock",
@@ -115,13 +115,13 @@ if TYPE_CHECKING:
     from ._async.concurrency.election import (
         AsyncElection as AsyncElection,
     )
-    from ._async.concurrency.election import (
+    from ._async.concurrency.election_observer import (
         AsyncElectionObserver as AsyncElectionObserver,
     )
     from ._async.concurrency.mutex import (
         AsyncMutex as AsyncMutex,
     )
-    from ._async.concurrency.mutex import (
+    from ._async.concurrency.queue_lock import (
         AsyncQueueLock as AsyncQueueLock,
     )
     from ._async.concurrency.rwlock import (
@@ -169,13 +169,13 @@ if TYPE_CHECKING:
     from ._sync.concurrency.election import (
         Election as Election,
     )
-    from ._sync.concurrency.election import (
+    from ._sync.concurrency.election_observer import (
         ElectionObserver as ElectionObserver,
     )
     from ._sync.concurrency.mutex import (
         Mutex as Mutex,
     )
-    from ._sync.concurrency.mutex import (
+    from ._sync.concurrency.queue_lock import (
         QueueLock as QueueLock,
     )
     from ._sync.concurrency.rwlock import (

@@ -10,20 +10,21 @@ Public helpers (used by the Mutex, RWLock, Semaphore and Election recipes):
 
 * :func:`wait_for_deletes` - wait until at most ``allowed`` keys under a prefix
   have a create revision ``<= max_create_revision``;
-* :func:`session_error` - the error a recipe raises once its session has ended;
-* :class:`Deadline` - one deadline shared by the several calls of an operation.
+* :func:`session_error` - the error a recipe raises once its session has ended.
+
+Deadlines come from the pure :class:`etcdsync._deadline.Deadline`.
 
 Everything here uses the client's public KV and Watch API only.
 """
 
 from __future__ import annotations
 
-import time
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
 from ... import errors
 from ..._backends._async import spawn
+from ..._deadline import Deadline
 from ...watch_types import EventType
 from .recipe_client import AsyncRecipeClient
 
@@ -31,40 +32,7 @@ if TYPE_CHECKING:
     from ..watcher import AsyncWatcher
     from .session import AsyncSession
 
-__all__ = ["MIN_RPC_TIMEOUT", "Deadline", "session_error", "wait_for_deletes"]
-
-MIN_RPC_TIMEOUT = 0.5
-"""Seconds granted to a request started at (or past) its operation's deadline: a
-``timeout=0`` operation can still make the one read that decides it."""
-
-
-class Deadline:
-    """A point in time (monotonic clock) by which an operation must end; None: never."""
-
-    __slots__ = ("at", "timeout")
-
-    def __init__(self, timeout: float | None) -> None:
-        if timeout is not None and (
-            not isinstance(timeout, (int, float)) or isinstance(timeout, bool) or timeout < 0
-        ):
-            raise errors.InvalidRequest(f"timeout must be a number >= 0 or None, got {timeout!r}")
-        self.timeout = timeout
-        self.at = None if timeout is None else time.monotonic() + timeout
-
-    def remaining(self) -> float | None:
-        """Seconds left (never negative), or None without a deadline."""
-        if self.at is None:
-            return None
-        return max(self.at - time.monotonic(), 0.0)
-
-    def expired(self) -> bool:
-        return self.at is not None and time.monotonic() >= self.at
-
-    def rpc_timeout(self) -> float | None:
-        """The timeout for one request: what is left, at least :data:`MIN_RPC_TIMEOUT`;
-        None (the client's default) without a deadline."""
-        remaining = self.remaining()
-        return None if remaining is None else max(remaining, MIN_RPC_TIMEOUT)
+__all__ = ["session_error", "wait_for_deletes"]
 
 
 def session_error(session: AsyncSession) -> errors.EtcdError:

@@ -1,10 +1,11 @@
 """Live config: a consistent, validated view of a prefix that follows every change.
 
-The watcher reads every key under the prefix at one revision R (paging when the
-prefix is large) and then watches from R+1, so no write falls between the read
-and the watch.  It mirrors the stored bytes and applies each watch batch whole:
-etcd never splits one revision across batches, so the keys a txn changed
-together arrive together - never half an update.  Each new state is decoded
+The watcher mirrors the stored bytes with :class:`~.mirror.AsyncPrefixMirror`:
+every key under the prefix read at one revision R (paging when the prefix is
+large), then a watch from R+1, so no write falls between the read and the watch.
+Each watch batch is applied whole: etcd never splits one revision across
+batches, so the keys a txn changed together arrive together - never half an
+update.  Each new state is decoded
 and validated as a whole; a state that fails is rejected, reported, and the
 last good snapshot stays in force until a later state passes.  When the watch
 cannot continue (its history was compacted while the client was away, or the
@@ -14,27 +15,22 @@ the view converges to the store, it never silently skips a change.
 
 from __future__ import annotations
 
-import inspect
 import logging
 import random
-import threading
-import time
 from collections import deque
 from collections.abc import Callable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from ... import errors
-from ..._backends._async import Event, Task, spawn, wait_event
-from ..._keys import prefix_end, to_key
+from ..._backends._async import Event, StateLock, Task, run_callback, spawn, wait_event
+from ..._callbacks import call_callback
+from ..._deadline import Deadline
+from ..._keys import to_key
 from ...codecs import Decoder, resolve_decoder
 from ...config_types import ConfigSnapshot, Validator
-from ...models import KeyValue
-from ...watch_types import EventType, WatchResponse
+from .mirror import AsyncPrefixMirror
 from .recipe_client import AsyncRecipeClient
-
-if TYPE_CHECKING:
-    from ..watcher import AsyncWatcher
 
 __all__ = [
     "AsyncConfigIterator",
@@ -112,24 +108,21 @@ class AsyncConfigWatcher:
     ) -> None:
         if validate is not None and not callable(validate):
             raise errors.InvalidRequest(f"validate must be callable, got {validate!r}")
-        if not isinstance(page_size, int) or isinstance(page_size, bool) or page_size <= 0:
-            raise errors.InvalidRequest(f"page_size must be a positive int, got {page_size!r}")
         self._client = client
         self.prefix = prefix
         self._prefix = to_key(prefix)
         self._decode = resolve_decoder(decode)
         self._validate = validate
-        self._page_size = page_size
+        # The mirrored bytes: touched only by start() and then the background task/thread.
+        self._mirror = AsyncPrefixMirror(client, self._prefix, page_size=page_size)
         # State shared with user threads (sync flavour); sections never wait.
-        self._lock = threading.Lock()
+        self._lock = StateLock()
         self._snapshot: ConfigSnapshot | None = None
         self._changed = Event()  # replaced at each publish; the old one is set
         self._subscribers: list[_Subscriber] = []
         self._error_callbacks: list[ErrorCallback] = []
         # Touched only by start() and then the background task/thread.
-        self._raw: dict[bytes, KeyValue] = {}
         self._decoded: dict[bytes, tuple[int, Any]] = {}
-        self._watcher: AsyncWatcher | None = None
         self._task: Task | None = None
         self._stop = Event()
         self._started = False
@@ -141,8 +134,6 @@ class AsyncConfigWatcher:
         """The most recent problem, or None."""
         self.rejected: errors.ConfigValidationError | None = None
         """Why the store's latest state is not applied, or None when the view is current."""
-        self.reloads = 0
-        """How many full reloads (after compaction or a failed watch) have happened."""
 
     # --- the view -------------------------------------------------------------------------
 
@@ -158,6 +149,11 @@ class AsyncConfigWatcher:
     def revision(self) -> int:
         """The revision of the current snapshot."""
         return self.snapshot.revision
+
+    @property
+    def reloads(self) -> int:
+        """How many full reloads (after compaction or a failed watch) have happened."""
+        return self._mirror.reloads
 
     @property
     def running(self) -> bool:
@@ -177,19 +173,13 @@ class AsyncConfigWatcher:
             if self._stopped:
                 raise errors.ConfigError("a stopped config watcher cannot be restarted")
             return self
-        raw, revision = await self._load(timeout)
-        self._raw = raw
-        snapshot = self._candidate(revision)  # raises: nothing to keep yet
+        revision = await self._mirror.load(timeout)
+        try:
+            snapshot = self._candidate(revision)  # raises: nothing to keep yet
+        except BaseException:
+            await self._mirror.reset()
+            raise
         self._snapshot = snapshot
-        # require_leader: a member cut off from its leader would leave the view stale
-        # without a word; this way the watch moves to a member that has one.
-        self._watcher = await self._client.watch(
-            self._prefix,
-            prefix=True,
-            start_revision=revision + 1,
-            require_leader=True,
-            timeout=timeout,
-        )
         self._started = True
         self._task = spawn(self._run, name="etcdsync-config")
         return self
@@ -200,9 +190,7 @@ class AsyncConfigWatcher:
             return
         self._stopped = True
         self._stop.set()
-        watcher, self._watcher = self._watcher, None
-        if watcher is not None:
-            await watcher.cancel()
+        await self._mirror.close()
         with self._lock:
             subscribers, self._subscribers = self._subscribers, []
         for sub in subscribers:
@@ -229,31 +217,13 @@ class AsyncConfigWatcher:
 
     # --- loading and applying -------------------------------------------------------------
 
-    async def _load(self, timeout: float | None) -> tuple[dict[bytes, KeyValue], int]:
-        """Every key under the prefix at one revision, paging through large prefixes."""
-        first = await self._client.get(
-            self._prefix, prefix=True, limit=self._page_size, timeout=timeout
-        )
-        raw = {kv.key: kv for kv in first.kvs}
-        if first.more and first.kvs:
-            rest = self._client.iterate(
-                first.kvs[-1].key + b"\0",
-                range_end=prefix_end(self._prefix),
-                page_size=self._page_size,
-                revision=first.revision,
-                timeout=timeout,
-            )
-            async for kv in rest:
-                raw[kv.key] = kv
-        return raw, first.revision
-
     def _candidate(self, revision: int) -> ConfigSnapshot:
         """Decode and validate the mirrored state; raises ConfigValidationError."""
         values: dict[str, Any] = {}
         bad: dict[str, Exception] = {}
         decoded: dict[bytes, tuple[int, Any]] = {}
         cut = len(self._prefix)
-        for key, kv in self._raw.items():
+        for key, kv in self._mirror.kvs.items():
             cached = self._decoded.get(key)
             if cached is not None and cached[0] == kv.mod_revision:
                 value = cached[1]
@@ -311,68 +281,32 @@ class AsyncConfigWatcher:
             return  # same content (e.g. a value rewritten unchanged): nothing to announce
         self._publish(snapshot)
 
-    def _apply(self, batch: WatchResponse) -> None:
-        if not batch.events:
-            return
-        for event in batch.events:
-            if event.type is EventType.PUT:
-                self._raw[event.key] = event.kv
-            else:
-                self._raw.pop(event.key, None)
-        self._evaluate(batch.events[-1].revision)
-
     async def _run(self) -> None:
-        """Apply watch batches; reload everything whenever the watch cannot go on."""
+        """Follow the mirror; reload (with backoff after failures) when its watch fails."""
         delay = _BACKOFF_START
         while not self._stop.is_set():
-            watcher = self._watcher
-            if watcher is None:
-                if await self._reload():
-                    delay = _BACKOFF_START
-                    continue
-                if self._end_error is not None:
-                    return
-                await wait_event(self._stop, random.uniform(delay / 2, delay))
-                delay = min(delay * 2, _BACKOFF_MAX)
-                continue
+            reloading = not self._mirror.watching
             try:
-                batch = await watcher.get()
+                changed = await self._mirror.step()
             except StopAsyncIteration:
-                return  # stop() cancelled the watch
+                return  # stop() closed the mirror
             except errors.ClientClosedError as exc:
                 self._end(exc)
                 return
             except errors.EtcdError as exc:
-                # Compacted history or a watch the server ended: a gap would follow,
-                # so drop the watch and read the whole state again.
+                # Compacted history or a watch the server ended: the mirror dropped
+                # its watch and the next step reads the whole state again.  A failed
+                # reload is retried after a pause.
                 self._report(exc)
-                self._watcher = None
-                await watcher.cancel()
+                if reloading:
+                    await wait_event(self._stop, random.uniform(delay / 2, delay))
+                    delay = min(delay * 2, _BACKOFF_MAX)
                 continue
-            self._apply(batch)
-
-    async def _reload(self) -> bool:
-        """Read the whole state again and watch from there; False on failure."""
-        try:
-            raw, revision = await self._load(None)
-            watcher = await self._client.watch(
-                self._prefix, prefix=True, start_revision=revision + 1, require_leader=True
-            )
-        except errors.ClientClosedError as exc:
-            self._end(exc)
-            return False
-        except errors.EtcdError as exc:
-            self._report(exc)
-            return False
-        if self._stop.is_set():
-            await watcher.cancel()
-            return False
-        self._watcher = watcher
-        self._raw = raw
-        self.reloads += 1
-        log.info("config %r reloaded at revision %d", self.prefix, revision)
-        self._evaluate(revision)
-        return True
+            if reloading:
+                delay = _BACKOFF_START
+                log.info("config %r reloaded at revision %d", self.prefix, self._mirror.revision)
+            if changed:
+                self._evaluate(self._mirror.revision)
 
     # --- publishing -----------------------------------------------------------------------
 
@@ -401,10 +335,7 @@ class AsyncConfigWatcher:
         with self._lock:
             callbacks = list(self._error_callbacks)
         for fn in callbacks:
-            try:
-                fn(error)
-            except Exception:
-                log.exception("config %r: error callback %r failed", self.prefix, fn)
+            call_callback("config-error", fn, error)
 
     def _end(self, error: errors.EtcdError) -> None:
         """The client closed: nothing more will come."""
@@ -458,12 +389,8 @@ class AsyncConfigWatcher:
                 sub.wake.clear()
             if snapshot is None:
                 continue
-            try:
-                result = sub.callback(snapshot)
-                if inspect.isawaitable(result):  # a coroutine callback (asyncio flavour)
-                    await result
-            except Exception:
-                log.exception("config %r: subscriber %r failed", self.prefix, sub.callback)
+            # A coroutine callback is awaited (asyncio flavour); an exception is logged.
+            await run_callback("config-subscriber", sub.callback, snapshot)
 
     def on_error(self, callback: ErrorCallback) -> None:
         """Call ``callback(error)`` for each problem: a rejected state
@@ -486,7 +413,7 @@ class AsyncConfigWatcher:
         the client closed.
         """
         after = self.snapshot.revision if after_revision is None else after_revision
-        deadline = None if timeout is None else time.monotonic() + timeout
+        deadline = Deadline(timeout)
         while True:
             with self._lock:
                 snapshot, changed = self._snapshot, self._changed
@@ -497,13 +424,12 @@ class AsyncConfigWatcher:
                 raise errors.ClientClosedError("the config watcher was stopped")
             if self._end_error is not None:
                 raise self._end_error
-            left = None if deadline is None else deadline - time.monotonic()
-            if left is not None and left <= 0:
+            if deadline.expired():
                 raise errors.Timeout(
                     f"config {self.prefix!r} did not change after revision {after} "
                     f"within {timeout} s"
                 )
-            await wait_event(changed, left)
+            await wait_event(changed, deadline.remaining())
 
     def __aiter__(self) -> AsyncConfigIterator:
         return AsyncConfigIterator(self)

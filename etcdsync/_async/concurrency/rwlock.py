@@ -19,7 +19,7 @@ package has no RW lock): only etcdsync clients take part.
 from __future__ import annotations
 
 from ... import errors
-from .mutex import AsyncQueueLock, unique_suffix
+from .queue_lock import AsyncQueueLock, unique_suffix
 from .recipe_client import AsyncRecipeClient
 from .session import AsyncSession
 

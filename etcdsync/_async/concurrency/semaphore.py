@@ -13,7 +13,7 @@ from __future__ import annotations
 
 from ... import errors
 from ...models import KeyValue
-from .mutex import AsyncQueueLock, unique_suffix
+from .queue_lock import AsyncQueueLock, unique_suffix
 from .recipe_client import AsyncRecipeClient
 from .session import AsyncSession
 

@@ -9,15 +9,16 @@ it.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
 from ... import errors
-from ..._backends._async import Event, Lock, wait_event
+from ..._backends._async import Event, Lock, StateLock, wait_event
+from ..._callbacks import call_callback
 from ...lease_types import Lease, LeaseLike, lease_id_of
 from ..protocol import AsyncKVClient
+from .claims import AsyncClaims
 
 DEFAULT_SESSION_TTL = 60
 
@@ -40,12 +41,13 @@ class AsyncSession:
         self._callbacks: list[SessionCallback] = []
         # Guards _error/_callbacks against the keepalive thread of the sync flavour;
         # never held across an await or a callback, so it is free in the async one.
-        self._state_lock = threading.Lock()
+        self._state_lock = StateLock()
         self._keepalive = client.keep_alive(lease)
         self._keepalive.add_callback(self._on_keepalive)
         self._closed = False
-        # In-process exclusion of holders that share this session (see Mutex).
-        self.local_locks: dict[str, Lock] = {}
+        self.claims = AsyncClaims()
+        """In-process exclusion of the holders that share this session and would
+        write the same key (see :mod:`.claims`)."""
 
     @classmethod
     async def create(
@@ -102,7 +104,7 @@ class AsyncSession:
             callbacks, self._callbacks = self._callbacks, []
         self.done.set()
         for fn in callbacks:
-            fn(error)
+            call_callback("session-done", fn, error)
 
     def add_done_callback(self, fn: SessionCallback) -> None:
         """Call ``fn(error)`` once when the session ends (at once if it has).
@@ -115,7 +117,7 @@ class AsyncSession:
             if error is None:
                 self._callbacks.append(fn)
         if error is not None:
-            fn(error)
+            call_callback("session-done", fn, error)
 
     def remove_done_callback(self, fn: SessionCallback) -> None:
         """Forget ``fn`` (added by :meth:`add_done_callback`); nothing if it is not there.

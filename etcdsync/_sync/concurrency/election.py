@@ -7,27 +7,27 @@ revision under ``<name>/``.  A candidate waits only for the deletion of the
 candidates created before it, so ``etcdctl elect`` and Go programs share one
 election with ours.  The leader's create revision is its fencing token: a write
 guarded by :meth:`Election.is_leader_compare` fails once another candidate
-could lead.
+could lead.  A term's loss is reported by the model of :mod:`.holding`
+(``recipes_docs/loss.md``); observing is :mod:`.election_observer`.
 """
 
 from __future__ import annotations
 
 import logging
-import threading
-import time
-import weakref
-from collections import deque
 from collections.abc import Callable, Iterable
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
 from ... import errors
-from ..._backends._sync import Event, spawn, wait_event
+from ..._backends._sync import spawn
+from ..._deadline import Deadline
 from ..._keys import to_bytes
 from ...models import GetResponse, KeyValue, TxnResponse
 from ...ops import Compare, Op
-from ...watch_types import EventType, WatchResponse
-from ._waiting import Deadline, session_error, wait_for_deletes
+from ...watch_types import EventType
+from ._waiting import session_error, wait_for_deletes
+from .election_observer import ElectionObserver
+from .holding import HeldResource
 from .recipe_client import RecipeClient
 from .session import DEFAULT_SESSION_TTL, Session
 
@@ -39,42 +39,10 @@ __all__ = ["Election", "ElectionObserver", "LostCallback"]
 log = logging.getLogger("etcdsync.election")
 
 LostCallback = Callable[[errors.LeadershipLostError], Any]
-
-# Two candidates of this process campaigning through one session would write the
-# same key and both "win".  Each (session, election) pair therefore admits one
-# candidate at a time; a candidate on a shared session that finds its slot taken
-# campaigns on a private session instead.  Guarded by a threading lock in both
-# flavours: the critical sections never wait.
-_CLAIMS_LOCK = threading.Lock()
-_CLAIMS: weakref.WeakKeyDictionary[Session, set[bytes]] = weakref.WeakKeyDictionary()
+"""Called with a :class:`~etcdsync.errors.LeadershipLostError` when a term is lost."""
 
 
-def _claim(session: Session, prefix: bytes) -> bool:
-    with _CLAIMS_LOCK:
-        taken = _CLAIMS.setdefault(session, set())
-        if prefix in taken:
-            return False
-        taken.add(prefix)
-        return True
-
-
-def _unclaim(session: Session, prefix: bytes) -> None:
-    with _CLAIMS_LOCK:
-        _CLAIMS.get(session, set()).discard(prefix)
-
-
-def _session_hook(
-    ref: weakref.ref[Election], session: Session
-) -> Callable[[errors.EtcdError], None]:
-    def on_done(error: errors.EtcdError) -> None:
-        election = ref()
-        if election is not None:
-            election._on_session_end(session, error)
-
-    return on_done
-
-
-class Election:
+class Election(HeldResource[errors.LeadershipLostError]):
     """A leader election named ``name``; create with ``client.election(name)``.
 
     ``campaign(value)`` blocks until this candidate leads;
@@ -86,10 +54,19 @@ class Election:
 
     Leadership ends without a resign when the session ends (the process froze,
     the network failed, the lease expired) or the leader key is deleted: then
-    :attr:`lost` is set, :attr:`lost_error` says why and the callbacks given to
-    :meth:`add_lost_callback` are called.  Because another candidate may lead
-    before this process learns it, guard every write made as leader with
-    :meth:`is_leader_compare` (the fencing token) in one txn.
+    :attr:`lost` is set, :attr:`lost_error` says why (a
+    :class:`~etcdsync.errors.LeadershipLostError`) and the callbacks given to
+    :meth:`add_lost_callback` are called - the one loss model of every held
+    resource (``recipes_docs/loss.md``): :attr:`lost` is one event for the
+    object's life, cleared when a new term begins.  Because another candidate may
+    lead before this process learns it, guard every write made as leader with
+    :meth:`is_leader_compare` (the fencing token) in one txn, or use
+    :meth:`guarded_txn`.
+
+    Two candidates of one process must not campaign through one session (they
+    would write the same key): a candidate claims its key in the session's
+    in-process claims; on the shared session a taken claim sends it to a private
+    session of its own, on an explicit ``session`` it is refused.
 
     ``with election:`` resigns on exit.
     """
@@ -109,27 +86,22 @@ class Election:
             raise errors.InvalidRequest("pass either session or ttl, not both")
         if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool) or ttl <= 0):
             raise errors.InvalidRequest(f"ttl must be a positive int (seconds), got {ttl!r}")
+        super().__init__()
         self._client = client
         self.name = name
         self.prefix = raw_name + b"/"
         """The key prefix every candidate's key starts with (``name + "/"``)."""
         self._given_session = session
         self._ttl = ttl or DEFAULT_SESSION_TTL
-        self._lock = threading.Lock()  # state shared with the session's callback thread
-        self._term = 0  # bumped per candidacy; callbacks of an older one are ignored
+        # Guarded by _state_lock (shared with the session's callback thread):
+        self._term = 0  # bumped per candidacy and per withdrawal; older ones stop
         self._campaigning = False
         self._session: Session | None = None
         self._owns_session = False
+        self._claimed: Session | None = None  # whose claim on our key we hold
         self._key: bytes | None = None
         self._rev = 0
-        self._leader = False
         self._key_watcher: Watcher | None = None
-        self._hooked: weakref.WeakSet[Session] = weakref.WeakSet()
-        self._lost_callbacks: list[LostCallback] = []
-        self.lost = Event()
-        """Set when the current (or last) leadership ended without a resign."""
-        self.lost_error: errors.LeadershipLostError | None = None
-        """Why leadership was lost, once :attr:`lost` is set."""
 
     # --- state -------------------------------------------------------------------------
 
@@ -141,17 +113,17 @@ class Election:
     @property
     def is_leader(self) -> bool:
         """True while this candidate leads, as far as this process knows."""
-        return self._leader
+        return self._is_held()
 
     @property
     def leader_key(self) -> bytes | None:
         """This candidate's key while it leads, else None."""
-        return self._key if self._leader else None
+        return self._key if self._is_held() else None
 
     @property
     def leader_revision(self) -> int | None:
         """The create revision of the leader key while leading: the fencing token."""
-        return self._rev if self._leader else None
+        return self._rev if self._is_held() else None
 
     def is_leader_compare(self) -> Compare:
         """A txn compare that holds only while this candidate's leadership lasts.
@@ -160,8 +132,9 @@ class Election:
         only if the leader key still exists with this term's create revision.
         Raises :class:`~etcdsync.errors.NotElectedError` when not leading.
         """
-        key, rev = self._key, self._rev
-        if not self._leader or key is None:
+        with self._state_lock:
+            key, rev, leading = self._key, self._rev, self._is_held()
+        if not leading or key is None:
             raise errors.NotElectedError(f"not the leader of {self.name!r}")
         return Compare.create_revision(key) == rev
 
@@ -174,37 +147,47 @@ class Election:
         timeout: float | None = None,
     ) -> TxnResponse:
         """Run a txn (``compare`` / ``success`` / ``failure``) only while this
-        leadership lasts, atomically; return its (inner) response.
+        leadership lasts, atomically (see :meth:`HeldResource.guarded_txn`).
 
-        Raises :class:`~etcdsync.errors.NotElectedError` when not leading and
+        Returns the response with the real header (``revision`` is the write's)
+        and the outcome of ``compare``.  Raises
+        :class:`~etcdsync.errors.NotElectedError` when not leading and
         :class:`~etcdsync.errors.LeadershipLostError` (setting :attr:`lost`) when
-        etcd finds the leader key gone: then nothing was written.
+        the leadership is lost or etcd finds the leader key gone: then nothing
+        was written.
         """
-        with self._lock:
-            term = self._term
-        guard = self.is_leader_compare()
-        response = self._client.txn(
-            [guard], [Op.txn(compare, success, failure)], timeout=timeout
+        return super().guarded_txn(success, failure, compare, timeout=timeout)
+
+    # --- the loss model's declarations ----------------------------------------------------
+
+    def _fencing_compare(self) -> Compare:
+        return self.is_leader_compare()
+
+    def _loss(self, reason: str, cause: errors.EtcdError | None) -> errors.LeadershipLostError:
+        error = errors.LeadershipLostError(
+            f"leadership of {self.name!r} lost: {reason}", reason=reason
         )
-        if not response.succeeded:
-            self._on_lost(term, "key deleted", None)
-            raise self.lost_error or errors.NotElectedError(f"not the leader of {self.name!r}")
-        inner = response.responses[0]
-        assert isinstance(inner, TxnResponse)
-        return inner
+        error.__cause__ = cause
+        return error
 
-    def wait_lost(self, timeout: float | None = None) -> bool:
-        """Wait until the current leadership is lost; True if it was within ``timeout``."""
-        return wait_event(self.lost, timeout)
+    def _session_lost(
+        self, session: Session, error: errors.EtcdError
+    ) -> errors.LeadershipLostError:
+        return self._loss("session ended", error)
 
-    def add_lost_callback(self, fn: LostCallback) -> None:
-        """Call ``fn(error)`` whenever a leadership of this object ends without a resign.
+    def _guard_failed(self) -> errors.LeadershipLostError:
+        return self._loss("key deleted", None)
 
-        It runs in the task or thread that noticed (the session's keepalive or the
-        key watch): keep it short and never block in it.
-        """
-        with self._lock:
-            self._lost_callbacks.append(fn)
+    def _lost_exception(self, error: errors.LeadershipLostError) -> errors.EtcdError:
+        raised = errors.LeadershipLostError(error.message, reason=error.reason)
+        raised.__cause__ = error
+        return raised
+
+    def _after_loss(self, error: errors.LeadershipLostError) -> None:
+        log.warning("%s", error)
+        # The key is gone (or goes with the lease): another candidate of this
+        # process may use the session again.
+        self._release_claim()
 
     # --- campaigning -------------------------------------------------------------------
 
@@ -222,10 +205,10 @@ class Election:
         """
         proposal = to_bytes(value, "value")
         deadline = Deadline(timeout)
-        if self._leader:
+        if self.is_leader:
             self.proclaim(proposal)
             return
-        with self._lock:
+        with self._state_lock:
             if self._campaigning:
                 raise errors.ElectionError(f"a campaign for {self.name!r} is already running")
             self._campaigning = True
@@ -261,7 +244,7 @@ class Election:
                     )
                     if not updated.succeeded:
                         raise self._vanished(session, key)
-            with self._lock:
+            with self._state_lock:
                 self._key, self._rev = key, rev
             wait_for_deletes(
                 self._client,
@@ -295,80 +278,80 @@ class Election:
             f"the candidate key {key!r} was deleted while campaigning", reason="key deleted"
         )
 
+    def _candidate_key(self, session: Session) -> bytes:
+        return self.prefix + format(session.lease_id, "x").encode()
+
     def _enter(self) -> tuple[Session, int]:
-        """Pick the session of a new candidacy and claim its slot for this election."""
+        """Pick the session of a new candidacy and claim its key in-process."""
         owns = False
         if self._given_session is not None:
             session = self._given_session
             if session.is_done:
                 raise session_error(session)
-            if not _claim(session, self.prefix):
+            if not session.claims.claim(self._candidate_key(session), 0):
                 raise errors.ElectionError(
                     f"another candidate of this process campaigns for {self.name!r} with "
                     "this session; give each concurrent candidate its own session"
                 )
         else:
             session = self._client.shared_session(self._ttl)
-            if not _claim(session, self.prefix):
+            if not session.claims.claim(self._candidate_key(session), 0):
                 session = self._client.session(ttl=self._ttl)
-                _claim(session, self.prefix)
+                session.claims.claim(self._candidate_key(session), 0)  # a new session
                 owns = True
-        with self._lock:
+        with self._state_lock:
             self._term += 1
-            self._session, self._owns_session = session, owns
+            self._session, self._owns_session, self._claimed = session, owns, session
             self._key, self._rev = None, 0
             return session, self._term
+
+    def _release_claim(self) -> None:
+        with self._state_lock:
+            session, self._claimed = self._claimed, None
+        if session is not None:
+            session.claims.release(self._candidate_key(session))
 
     def _install(
         self, session: Session, term: int, key: bytes, rev: int, seen_revision: int
     ) -> None:
-        """Record the won leadership and start noticing its loss."""
-        with self._lock:
-            if term != self._term:
-                raise errors.ElectionError("the candidacy was withdrawn while campaigning")
-            self.lost = Event()
-            self.lost_error = None
-            self._leader = True
-        with self._lock:
-            hook = session not in self._hooked
-            self._hooked.add(session)
-        if hook:
-            # Once per session (the shared one outlives many terms), and weakly: the
-            # session must not keep every election that ever used it alive.
-            session.add_done_callback(_session_hook(weakref.ref(self), session))
+        """Begin the won term (unless the candidacy was withdrawn meanwhile) and
+        start noticing its loss: the session's end, the key's deletion."""
+        hold = self._begin_hold(session, valid=lambda: term == self._term)
+        if not hold:
+            raise errors.ElectionError("the candidacy was withdrawn while campaigning")
         # require_leader (here and below): a member cut off from its leader never
         # reports the key's deletion; the header makes it end the stream so the watch
         # resumes on a member that has a leader.
         watcher = self._client.watch(
             key, start_revision=seen_revision + 1, require_leader=True
         )
-        with self._lock:
+        with self._state_lock:
             self._key_watcher = watcher
-        spawn(self._follow_key, watcher, session, term, key, rev, name="etcdsync-election-key")
+        spawn(self._follow_key, watcher, session, hold, key, rev, name="etcdsync-election-key")
 
     def _follow_key(
-        self, watcher: Watcher, session: Session, term: int, key: bytes, rev: int
+        self, watcher: Watcher, session: Session, hold: int, key: bytes, rev: int
     ) -> None:
         """Watch the leader key: its deletion ends the leadership."""
         try:
-            while term == self._term:
+            while self._hold == hold:
                 try:
                     batch = watcher.get()
                 except errors.CompactedError:
                     # Fell behind a compaction: look at the key instead of guessing.
                     now = self._client.get(key)
                     if now.kv is None or now.kv.create_revision != rev:
-                        self._key_gone(session, term)
+                        self._key_gone(session, hold)
                         return
                     watcher.cancel()
                     watcher = self._client.watch(
                         key, start_revision=now.revision + 1, require_leader=True
                     )
-                    with self._lock:
+                    with self._state_lock:
                         self._key_watcher = watcher
                     continue
                 if any(event.type is EventType.DELETE for event in batch.events):
-                    self._key_gone(session, term)
+                    self._key_gone(session, hold)
                     return
         except StopIteration:
             return  # cancelled by resign or a new campaign
@@ -378,66 +361,42 @@ class Election:
         finally:
             watcher.cancel()
 
-    def _key_gone(self, session: Session, term: int) -> None:
+    def _key_gone(self, session: Session, hold: int) -> None:
         """The leader key vanished: tell whether its lease went with it."""
         if session.is_done:
-            self._on_lost(term, "session ended", session.error)
+            self._mark_lost(hold, self._loss("session ended", session.error))
             return
         try:
             # An expired or revoked lease deletes its keys before this client's
             # keepalive can notice: ask, so the reason is right.
             self._client.time_to_live(session.lease_id)
         except errors.LeaseNotFoundError as exc:
-            self._on_lost(term, "session ended", session.error or exc)
+            self._mark_lost(hold, self._loss("session ended", session.error or exc))
             return
         except errors.EtcdError:
             pass
-        self._on_lost(term, "key deleted", None)
-
-    def _on_session_end(self, session: Session, error: errors.EtcdError) -> None:
-        with self._lock:
-            term, current = self._term, self._session is session
-        if current:
-            self._on_lost(term, "session ended", error)
-
-    def _on_lost(self, term: int, reason: str, cause: errors.EtcdError | None) -> None:
-        with self._lock:
-            if term != self._term or not self._leader:
-                return
-            self._leader = False
-            session = self._session
-            error = errors.LeadershipLostError(
-                f"leadership of {self.name!r} lost: {reason}", reason=reason
-            )
-            error.__cause__ = cause
-            self.lost_error = error
-            callbacks = list(self._lost_callbacks)
-            lost = self.lost
-        if session is not None:
-            _unclaim(session, self.prefix)
-        log.warning("%s", error)
-        lost.set()
-        for fn in callbacks:
-            try:
-                fn(error)
-            except Exception:
-                log.exception("election %r: lost callback %r failed", self.name, fn)
+        self._mark_lost(hold, self._loss("key deleted", None))
 
     def _withdraw(self, term: int, *, strict: bool = False) -> None:
-        """Delete this candidacy's key (only if it is still ours) and release its slot.
+        """End candidacy ``term``: delete its key (only if it is still ours), then
+        release what it holds.
 
-        With ``strict`` a failed delete is raised and the candidacy kept, so that
-        the caller can retry; otherwise it is logged (the key then goes with the
-        lease).
+        With ``strict`` a failed delete is raised and the key remembered, so that
+        calling :meth:`resign` again retries it; otherwise it is logged (the key
+        then goes with the lease).
         """
-        with self._lock:
+        with self._state_lock:
             if term != self._term:
                 return
-            self._leader = False
+            self._term += 1  # the candidacy ends now: a campaign still running sees it
+            term = self._term
             key, rev, session = self._key, self._rev, self._session
+        self._end_hold()  # from now on a deletion of our key is no loss
         if session is None or self._client.closed:
-            return  # nothing to delete with: a closed client revoked its shared sessions
-        guessed_key = self.prefix + format(session.lease_id, "x").encode()
+            # Nothing to delete with: a closed client revoked its shared sessions.
+            self._release_claim()
+            return
+        guessed_key = self._candidate_key(session)
         try:
             if key is not None and rev:
                 self._client.txn([Compare.create_revision(key) == rev], [Op.delete(key)])
@@ -451,51 +410,42 @@ class Election:
             if strict:
                 raise
             log.warning("election %r: could not withdraw %r: %s", self.name, key, exc)
-        with self._lock:
+        with self._state_lock:
             if term != self._term:
                 return
-            self._term += 1
             self._key, self._rev = None, 0
         self._cleanup()
 
     def _cleanup(self) -> None:
-        """Release what an ended candidacy still holds: its slot, watch and private session."""
-        with self._lock:
-            if self._leader:
+        """Release what an ended candidacy still holds: its claim, watch and private session."""
+        with self._state_lock:
+            if self._is_held():
                 return
             watcher, self._key_watcher = self._key_watcher, None
             session, owns = self._session, self._owns_session
             self._owns_session = False
         if watcher is not None:
             watcher.cancel()
-        if session is not None:
-            _unclaim(session, self.prefix)
-            if owns:
-                session.close()
+        self._release_claim()
+        if session is not None and owns:
+            session.close()
 
     # --- while leading -----------------------------------------------------------------
 
     def proclaim(self, value: str | bytes) -> None:
         """Announce a new ``value`` as the leader, without a new election.
 
-        The write is guarded by the leader key's create revision.  Raises
-        :class:`~etcdsync.errors.NotElectedError` when not leading, and
-        :class:`~etcdsync.errors.LeadershipLostError` if leadership turned out to be
-        lost (the key is gone).
+        The write is guarded by the leader key's create revision (one
+        :meth:`guarded_txn`).  Raises :class:`~etcdsync.errors.NotElectedError`
+        when not leading, and :class:`~etcdsync.errors.LeadershipLostError` if
+        leadership is (or turns out to be) lost.
         """
         proposal = to_bytes(value, "value")
-        with self._lock:
-            key, rev, session, term = self._key, self._rev, self._session, self._term
-            leading = self._leader
-        if not leading or key is None or session is None:
+        with self._state_lock:
+            key, session, holding = self._key, self._session, self._holding
+        if not holding or key is None or session is None:
             raise errors.NotElectedError(f"not the leader of {self.name!r}")
-        response = self._client.txn(
-            [Compare.create_revision(key) == rev],
-            [Op.put(key, proposal, lease=session.lease_id)],
-        )
-        if not response.succeeded:
-            self._on_lost(term, "key deleted", None)
-            raise self.lost_error or errors.NotElectedError(f"not the leader of {self.name!r}")
+        self.guarded_txn([Op.put(key, proposal, lease=session.lease_id)])
 
     def resign(self) -> None:
         """Step down (or withdraw a candidacy): delete this candidate's key.
@@ -506,9 +456,8 @@ class Election:
         (e.g. :class:`~etcdsync.errors.Unavailable`) the error is raised and calling
         ``resign()`` again retries it; until then the key lives as long as the lease.
         """
-        with self._lock:
+        with self._state_lock:
             term = self._term
-            self._leader = False  # from now on a deletion of our key is no "loss"
         self._withdraw(term, strict=True)
 
     # --- observing ---------------------------------------------------------------------
@@ -546,121 +495,5 @@ class Election:
         self.resign()
 
     def __repr__(self) -> str:
-        state = "leader" if self._leader else "campaigning" if self._campaigning else "idle"
+        state = "leader" if self.is_leader else "campaigning" if self._campaigning else "idle"
         return f"<{type(self).__name__} {self.name!r} {state}>"
-
-
-class ElectionObserver:
-    """Leadership changes of one election, as :class:`~etcdsync.KeyValue` of the leader key.
-
-    Built from one read of every candidate at revision R and one watch from R+1,
-    so no change falls between them.  The candidates are replayed revision by
-    revision: every leader that held the election at some revision is reported,
-    in order, including the proposals it proclaimed; a leader that dies is
-    followed by the next candidate (or, if there is none, by the next to
-    appear).  A change is a new (key, create revision, value) of the leader.
-    Only when the watch falls behind a compaction are intermediate leaders
-    skipped: the observer then re-reads the candidates and carries on from the
-    current leader (counted in :attr:`resyncs`).
-
-    ``get(timeout)`` returns the next change (raising
-    :class:`~etcdsync.errors.Timeout`); iteration ends after :meth:`cancel`;
-    :class:`~etcdsync.errors.ClientClosedError` ends it when the client closes.
-    """
-
-    def __init__(self, client: RecipeClient, prefix: bytes) -> None:
-        self._client = client
-        self._prefix = prefix
-        self._watcher: Watcher | None = None
-        self._candidates: dict[bytes, KeyValue] = {}
-        self._last: tuple[bytes, int, bytes] | None = None
-        self._pending: deque[KeyValue] = deque()
-        self._cancelled = False
-        self.resyncs = 0
-        """How many times a compaction forced a fresh read of the candidates."""
-
-    def _sync(self, timeout: float | None) -> None:
-        response = self._client.get(self._prefix, prefix=True, timeout=timeout)
-        self._candidates = {kv.key: kv for kv in response.kvs}
-        watcher = self._client.watch(
-            self._prefix,
-            prefix=True,
-            start_revision=response.revision + 1,
-            require_leader=True,
-            timeout=timeout,
-        )
-        if self._cancelled:  # cancel() ran (from another thread) while we synced
-            watcher.cancel()
-            return
-        self._watcher = watcher
-        self._note_leader()
-
-    def _note_leader(self) -> None:
-        if not self._candidates:
-            return
-        leader = min(self._candidates.values(), key=lambda kv: kv.create_revision)
-        identity = (leader.key, leader.create_revision, leader.value)
-        if identity != self._last:
-            self._last = identity
-            self._pending.append(leader)
-
-    def _apply(self, batch: WatchResponse) -> None:
-        revision = 0
-        for event in batch.events:
-            if revision and event.revision != revision:
-                self._note_leader()  # the state after each revision counts
-            revision = event.revision
-            if event.type is EventType.PUT:
-                self._candidates[event.key] = event.kv
-            else:
-                self._candidates.pop(event.key, None)
-        self._note_leader()
-
-    def get(self, timeout: float | None = None) -> KeyValue:
-        """The next leadership change; raises :class:`~etcdsync.errors.Timeout` after
-        ``timeout`` seconds without one, and ``StopIteration`` once cancelled."""
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while not self._pending:
-            if self._cancelled:
-                raise StopIteration
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            try:
-                if self._watcher is None:
-                    self._sync(left)
-                    continue
-                batch = self._watcher.get(timeout=left)
-            except errors.CompactedError:
-                self._drop_watcher()
-                self.resyncs += 1
-                continue
-            except TimeoutError:
-                if timeout is None:
-                    raise  # a request of the client's timed out, not our wait
-                raise errors.Timeout(f"no leadership change within {timeout} s") from None
-            self._apply(batch)
-        return self._pending.popleft()
-
-    def _drop_watcher(self) -> None:
-        watcher, self._watcher = self._watcher, None
-        if watcher is not None:
-            watcher.cancel()
-
-    def __iter__(self) -> ElectionObserver:
-        return self
-
-    def __next__(self) -> KeyValue:
-        return self.get()
-
-    def cancel(self) -> None:
-        """Stop observing; iteration ends after the changes already received."""
-        self._cancelled = True
-        self._drop_watcher()
-
-    def __enter__(self) -> ElectionObserver:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self.cancel()
-
-    def __repr__(self) -> str:
-        return f"<{type(self).__name__} prefix={self._prefix!r}>"

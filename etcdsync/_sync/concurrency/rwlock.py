@@ -20,7 +20,7 @@ package has no RW lock): only etcdsync clients take part.
 from __future__ import annotations
 
 from ... import errors
-from .mutex import QueueLock, unique_suffix
+from .queue_lock import QueueLock, unique_suffix
 from .recipe_client import RecipeClient
 from .session import Session
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from ... import errors
 from ...models import KeyValue
-from .mutex import QueueLock, unique_suffix
+from .queue_lock import QueueLock, unique_suffix
 from .recipe_client import RecipeClient
 from .session import Session
 

@@ -10,15 +10,16 @@ it.
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 from types import TracebackType
 from typing import Any
 
 from ... import errors
-from ..._backends._sync import Event, Lock, wait_event
+from ..._backends._sync import Event, Lock, StateLock, wait_event
+from ..._callbacks import call_callback
 from ...lease_types import Lease, LeaseLike, lease_id_of
 from ..protocol import KVClient
+from .claims import Claims
 
 DEFAULT_SESSION_TTL = 60
 
@@ -41,12 +42,13 @@ class Session:
         self._callbacks: list[SessionCallback] = []
         # Guards _error/_callbacks against the keepalive thread of the sync flavour;
         # never held across an or a callback, so it is free in the sync one.
-        self._state_lock = threading.Lock()
+        self._state_lock = StateLock()
         self._keepalive = client.keep_alive(lease)
         self._keepalive.add_callback(self._on_keepalive)
         self._closed = False
-        # In-process exclusion of holders that share this session (see Mutex).
-        self.local_locks: dict[str, Lock] = {}
+        self.claims = Claims()
+        """In-process exclusion of the holders that share this session and would
+        write the same key (see :mod:`.claims`)."""
 
     @classmethod
     def create(
@@ -103,7 +105,7 @@ class Session:
             callbacks, self._callbacks = self._callbacks, []
         self.done.set()
         for fn in callbacks:
-            fn(error)
+            call_callback("session-done", fn, error)
 
     def add_done_callback(self, fn: SessionCallback) -> None:
         """Call ``fn(error)`` once when the session ends (at once if it has).
@@ -116,7 +118,7 @@ class Session:
             if error is None:
                 self._callbacks.append(fn)
         if error is not None:
-            fn(error)
+            call_callback("session-done", fn, error)
 
     def remove_done_callback(self, fn: SessionCallback) -> None:
         """Forget ``fn`` (added by :meth:`add_done_callback`); nothing if it is not there.

@@ -1,0 +1,99 @@
+"""In-process claims: one holder per key among the holders that share a session.
+
+Every acquire or campaign through one session writes the same key for a given
+name (``<name>/<lease id hex>``, Go's layout), so two tasks or threads of one
+process that lock the same name through one session would both find "their" key
+and both believe they hold it.  Before asking etcd, such a holder therefore
+claims the key in its session's :class:`AsyncClaims`: a claim is exclusive within
+the process, waiters are served first come, first served, and a claim is
+released only once the key it stands for is gone from etcd (or will go with the
+lease).
+
+The Mutex waits for a claim (within its acquire's deadline); the Election tries
+once and, when the shared session's claim is taken, campaigns on a private
+session instead.  Recipes whose keys are unique per acquire (RWLock, Semaphore)
+need no claim.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+
+from ..._backends._async import Event, StateLock, wait_event
+from ..._deadline import Deadline
+
+__all__ = ["AsyncClaims"]
+
+
+class _Slot:
+    """One claimed key: its holder is implicit, its waiters queue here."""
+
+    __slots__ = ("waiters",)
+
+    def __init__(self) -> None:
+        self.waiters: deque[Event] = deque()
+
+
+class AsyncClaims:
+    """The keys claimed by the holders of one session, in this process.
+
+    ``await claim(key, timeout)`` takes the key's claim (waiting up to ``timeout``
+    seconds; ``0`` only takes a free one, ``None`` waits as long as needed) and
+    returns whether it did; ``release(key)`` hands it to the longest waiting
+    claimant, if any.  A claim is not tied to a task or thread: whoever holds it
+    may release it (the background deletion of a lock key does).  Nothing is kept
+    for a key nobody claims.
+    """
+
+    def __init__(self) -> None:
+        # A few lines of bookkeeping shared by tasks/threads; never held across a wait.
+        self._lock = StateLock()
+        self._slots: dict[bytes, _Slot] = {}
+
+    def __contains__(self, key: bytes) -> bool:
+        """True while ``key`` is claimed."""
+        with self._lock:
+            return key in self._slots
+
+    async def claim(self, key: bytes, timeout: float | None = None) -> bool:
+        """Claim ``key`` within ``timeout`` seconds; True if it is now ours."""
+        deadline = Deadline(timeout)
+        with self._lock:
+            slot = self._slots.get(key)
+            if slot is None:
+                self._slots[key] = _Slot()
+                return True
+            if deadline.expired():
+                return False
+            turn = Event()  # set by release(): the claim passes straight to us
+            slot.waiters.append(turn)
+        try:
+            got = await wait_event(turn, deadline.remaining())
+        except BaseException:
+            if not self._give_up(key, slot, turn):
+                self.release(key)  # handed over just as we were interrupted: pass it on
+            raise
+        return got or not self._give_up(key, slot, turn)
+
+    def _give_up(self, key: bytes, slot: _Slot, turn: Event) -> bool:
+        """Leave the queue; False if the claim was handed to us meanwhile."""
+        with self._lock:
+            if turn.is_set():
+                return False
+            slot.waiters.remove(turn)
+            return True
+
+    def release(self, key: bytes) -> None:
+        """Give up the claim on ``key``: the next waiter gets it, or it is free."""
+        with self._lock:
+            slot = self._slots.get(key)
+            if slot is None:
+                return
+            if slot.waiters:
+                slot.waiters.popleft().set()
+            else:
+                del self._slots[key]
+
+    def __repr__(self) -> str:
+        with self._lock:
+            return f"<{type(self).__name__} claimed={sorted(self._slots)!r}>"

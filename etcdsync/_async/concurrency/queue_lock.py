@@ -1,0 +1,439 @@
+"""QueueLock: a lock held through one lease-bound key queued by create revision.
+
+Every contender puts one lease-bound key under the lock's prefix; a contender is
+admitted once at most ``_allowed`` keys created before its own remain (0 for a
+mutex, ``limit - 1`` for a semaphore), and waits only for the deletion of its
+predecessors (no thundering herd).  The Mutex, the readers-writer lock's read
+and write locks and the Semaphore are this class plus a few declarations: which
+key to create, which prefix to wait on, how many predecessors may remain and
+whether holders that share a session must claim the key in-process first.
+
+A lease-based lock cannot by itself guarantee mutual exclusion: a holder that
+pauses (GC, SIGSTOP, a slow disk) past its lease's TTL keeps running after etcd
+has handed the lock to the next contender.  Guard writes with the lock's
+**fencing token** (its key's create revision) - :meth:`AsyncQueueLock.is_owner`
+gives the compare, :meth:`~.holding.AsyncHeldResource.guarded_txn` applies it -
+so that etcd rejects a write made by a holder that no longer holds the lock.
+Loss is reported by the model of :mod:`.holding` (``recipes_docs/loss.md``).
+"""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from types import TracebackType
+from typing import TypeVar
+
+from ... import errors
+from ..._backends._async import spawn, wait_event
+from ..._deadline import Deadline
+from ...models import GetResponse, KeyValue
+from ...ops import Compare, Op
+from ._waiting import session_error, wait_for_deletes
+from .holding import AsyncHeldResource, LostCallback
+from .recipe_client import AsyncRecipeClient
+from .session import DEFAULT_SESSION_TTL, AsyncSession
+
+__all__ = ["AsyncQueueLock", "LostCallback", "unique_suffix"]
+
+log = logging.getLogger("etcdsync.recipes")
+
+_L = TypeVar("_L", bound="AsyncQueueLock")
+
+# Backoff of the background deletion of a key whose delete request failed.
+_CLEANUP_FIRST_DELAY = 0.2
+_CLEANUP_MAX_DELAY = 5.0
+
+
+def unique_suffix() -> str:
+    """A random suffix that makes a key unique per acquire (64 bits, hex)."""
+    return secrets.token_hex(8)
+
+
+def _kvs(response: object) -> list[KeyValue]:
+    assert isinstance(response, GetResponse)
+    return response.kvs
+
+
+class AsyncQueueLock(AsyncHeldResource[errors.EtcdError]):
+    """A lock held through one lease-bound key queued by create revision.
+
+    Subclasses say which key to create (:meth:`_new_key`), which keys must be gone
+    before the holder is admitted (:meth:`_wait_prefix`: those created earlier
+    under it), how many of them may remain (``_allowed``) and which key, if any,
+    in-process holders sharing a session must claim first (:meth:`_claim_key`).
+
+    **One object, one holder.**  An object holds the lock at most once at a time:
+    acquiring an object that is held (or being acquired) raises
+    :class:`~etcdsync.errors.LockError` - the locks are not re-entrant.  Create one
+    object per task or thread (``client.lock(name)`` is cheap).
+
+    **Sessions.**  Without ``session=``, the client's shared session for ``ttl``
+    (default 60 s) is used: one lease serves every acquire of the client.  The
+    key is bound to the session's lease, so a crashed holder's key vanishes
+    within the TTL.
+
+    **Loss.**  :attr:`lost`, :attr:`lost_error`, :meth:`add_lost_callback`,
+    :meth:`remove_lost_callback`, :meth:`wait_lost` and :meth:`guarded_txn`
+    follow the one loss model of every held resource (``recipes_docs/loss.md``);
+    a guarded write whose hold is gone raises :class:`~etcdsync.errors.LockLostError`.
+    """
+
+    _allowed = 0
+    """How many keys created earlier under the wait prefix may exist while held."""
+
+    def __init__(
+        self,
+        client: AsyncRecipeClient,
+        name: str,
+        *,
+        session: AsyncSession | None = None,
+        ttl: int | None = None,
+        timeout: float | None = None,
+    ) -> None:
+        if not isinstance(name, str) or not name:
+            raise errors.InvalidRequest(f"a lock name must be a non-empty str, got {name!r}")
+        if ttl is not None and (not isinstance(ttl, int) or isinstance(ttl, bool) or ttl <= 0):
+            raise errors.InvalidRequest(f"ttl must be a positive int (seconds), got {ttl!r}")
+        if session is not None and ttl is not None:
+            raise errors.InvalidRequest("pass either session= or ttl=, not both")
+        Deadline(timeout)  # validates it
+        super().__init__()
+        self._client = client
+        self._name = name
+        self._session_arg = session
+        self._ttl = ttl
+        self._timeout = timeout
+        # The current hold (meaningful while ``_holding``), guarded by _state_lock.
+        self._acquiring = False
+        self._session: AsyncSession | None = None
+        self._key = ""
+        self._token = 0
+        self._claimed: bytes | None = None
+
+    # --- what subclasses define -----------------------------------------------------------
+
+    def _new_key(self, session: AsyncSession) -> str:
+        """The key this acquire creates."""
+        raise NotImplementedError
+
+    def _wait_prefix(self) -> str:
+        """Keys created earlier under this prefix must be gone before admission."""
+        return f"{self._name}/"
+
+    def _claim_key(self, session: AsyncSession) -> bytes | None:
+        """The key to claim in ``session.claims`` before queueing, when in-process
+        holders sharing a session would share one etcd key; None when keys are
+        unique per acquire."""
+        return None
+
+    # --- state ---------------------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self._name
+
+    @property
+    def held(self) -> bool:
+        """True between a successful acquire and release, unless the lock was lost."""
+        session = self._session
+        return self._is_held() and not (session is not None and session.is_done)
+
+    @property
+    def key(self) -> str:
+        """The lock key of the current hold; raises LockError when not held."""
+        return self._require_held()[0]
+
+    @property
+    def fencing_token(self) -> int:
+        """The create revision of the lock key: unique per hold and increasing with
+        each new holder.  Pass it to whatever the lock protects and reject anything
+        older than the newest token seen; raises LockError when not held."""
+        return self._require_held()[1]
+
+    @property
+    def session(self) -> AsyncSession | None:
+        """The session of the current hold (None when not held)."""
+        return self._session if self._holding else None
+
+    def _state_name(self) -> str:
+        if self._acquiring:
+            return "being acquired"
+        return "held" if self._holding else "idle"
+
+    def _require_held(self) -> tuple[str, int]:
+        with self._state_lock:
+            if not self._holding:
+                raise errors.LockError(f"{self._name!r} is not held by this object")
+            return self._key, self._token
+
+    def is_owner(self) -> Compare:
+        """A txn compare that holds only while this hold is current: put it in the
+        compares of a txn to make its writes conditional on still holding the lock."""
+        key, token = self._require_held()
+        return Compare.create_revision(key) == token
+
+    # --- the loss model's declarations ----------------------------------------------------
+
+    def _fencing_compare(self) -> Compare:
+        return self.is_owner()
+
+    def _session_lost(self, session: AsyncSession, error: errors.EtcdError) -> errors.EtcdError:
+        return session_error(session)
+
+    def _guard_failed(self) -> errors.EtcdError:
+        return errors.LockLostError(
+            f"{self._key!r} no longer has create revision {self._token}: lock lost"
+        )
+
+    def _lost_exception(self, error: errors.EtcdError) -> errors.EtcdError:
+        lost = errors.LockLostError(f"{self._name!r} was lost: {error}")
+        lost.__cause__ = error
+        return lost
+
+    # --- acquire / release ------------------------------------------------------------------
+
+    async def acquire(self: _L, timeout: float | None = None) -> _L:
+        """Wait for the lock and return this object, holding it.
+
+        ``timeout`` (default: the one given at creation; None waits forever)
+        bounds the whole acquire.  Raises :class:`~etcdsync.errors.LockTimeout`
+        when it passes, after removing this contender's queued key;
+        :class:`~etcdsync.errors.SessionExpiredError` (or ClientClosedError) as
+        soon as the session ends while waiting; LockError if this object is
+        already held or being acquired.
+        """
+        await self._acquire(self._timeout if timeout is None else timeout, wait=True)
+        return self
+
+    async def try_acquire(self) -> bool:
+        """Take the lock if it is free now, without waiting; False (and nothing left
+        queued) when another holder has it."""
+        return await self._acquire(None, wait=False)
+
+    async def _acquire(self, timeout: float | None, *, wait: bool) -> bool:
+        deadline = Deadline(timeout)
+        with self._state_lock:
+            if self._acquiring or self._holding:
+                raise errors.LockError(
+                    f"{self._name!r} is already {self._state_name()} by this object: the "
+                    "lock is not re-entrant (use one lock object per holder)"
+                )
+            self._acquiring = True
+        session: AsyncSession | None = None
+        claimed: bytes | None = None
+        key: str | None = None
+        token = 0
+        try:
+            session = await self._get_session()
+            wanted = self._claim_key(session)
+            if wanted is not None:
+                if await session.claims.claim(wanted, deadline.remaining() if wait else 0.0):
+                    claimed = wanted  # ours to release from here on
+                elif not wait:
+                    self._acquiring = False
+                    return False
+                else:
+                    raise errors.LockTimeout(
+                        f"{self._name!r} was not acquired within {timeout} s "
+                        "(another holder in this process has it)"
+                    )
+            key = self._new_key(session)
+            token, older = await self._enqueue(session, key, deadline)
+            if older > self._allowed:
+                if not wait:
+                    self._acquiring = False
+                    queued, key, mine, claimed = key, None, claimed, None
+                    await self._delete_key(session, queued, token, mine)
+                    return False
+                await wait_for_deletes(
+                    self._client,
+                    self._wait_prefix(),
+                    token - 1,
+                    session=session,
+                    timeout=deadline.remaining(),
+                    allowed=self._allowed,
+                )
+                await self._check_queued(session, key, token, deadline)
+            self._take(session, key, token, claimed)
+            return True
+        except BaseException as exc:
+            self._acquiring = False
+            if key is not None and session is not None:
+                # Never leave a queued key behind (token 0: the put's outcome is unknown).
+                await self._delete_key(session, key, token, claimed)
+            elif claimed is not None and session is not None:
+                session.claims.release(claimed)
+            # With a deadline every request's own timeout reaches past it, so any
+            # Timeout means the deadline passed.
+            if (
+                isinstance(exc, errors.Timeout)
+                and not isinstance(exc, errors.LockTimeout)
+                and deadline.at is not None
+            ):
+                raise errors.LockTimeout(
+                    f"{self._name!r} was not acquired within {timeout} s"
+                ) from exc
+            raise
+
+    async def _get_session(self) -> AsyncSession:
+        session = self._session_arg
+        if session is None:
+            session = await self._client.shared_session(self._ttl or DEFAULT_SESSION_TTL)
+        if session.is_done:
+            raise session_error(session)
+        return session
+
+    async def _enqueue(
+        self, session: AsyncSession, key: str, deadline: Deadline
+    ) -> tuple[int, int]:
+        """Create the key (or find it) in one txn; return its create revision and how
+        many keys under the wait prefix are older (counting up to ``_allowed + 1``)."""
+        first = Op.get(
+            self._wait_prefix(),
+            prefix=True,
+            sort_order="ascend",
+            sort_target="create",
+            limit=self._allowed + 1,
+            keys_only=True,
+        )
+        try:
+            response = await self._client.txn(
+                [Compare.create_revision(key) == 0],
+                [Op.put(key, b"", lease=session.lease_id), first],
+                [Op.get(key), first],
+                timeout=deadline.rpc_timeout(),
+            )
+        except errors.LeaseNotFoundError:
+            if session.is_done:
+                raise session_error(session) from None
+            raise errors.SessionExpiredError(
+                f"the lease {session.lease_id:x} of the session is gone",
+                lease_id=session.lease_id,
+                reason="expired",
+            ) from None
+        if response.succeeded:
+            token = response.revision
+        else:
+            # The key exists already: created through this lease by an earlier
+            # acquire whose release failed, or by another process sharing the lease.
+            token = _kvs(response.responses[0])[0].create_revision
+        older = sum(1 for kv in _kvs(response.responses[1]) if kv.create_revision < token)
+        return token, older
+
+    async def _check_queued(
+        self, session: AsyncSession, key: str, token: int, deadline: Deadline
+    ) -> None:
+        """After the wait: is our key still there?  It goes with an expired lease."""
+        kv = (await self._client.get(key, timeout=deadline.rpc_timeout())).kv
+        if kv is None or kv.create_revision != token:
+            if session.is_done:
+                raise session_error(session)
+            raise errors.LockLostError(
+                f"the queued key {key!r} vanished while waiting (deleted, or its lease expired)"
+            )
+
+    def _take(self, session: AsyncSession, key: str, token: int, claimed: bytes | None) -> None:
+        with self._state_lock:
+            self._session, self._key, self._token, self._claimed = session, key, token, claimed
+        # Follows the session from here: a session that ended meanwhile marks the
+        # new hold lost at once.
+        self._begin_hold(session)
+        with self._state_lock:
+            self._acquiring = False
+
+    async def release(self) -> None:
+        """Release the lock (idempotent: nothing happens when not held).
+
+        Deletes the key only if its create revision is still this hold's fencing
+        token, so a repeated or late release never deletes a newer holder's key.
+        When etcd cannot be reached the deletion is retried in the background until
+        it succeeds or the session ends (which deletes the key with its lease); the
+        lock stays taken meanwhile - safe, only later.
+        """
+        with self._state_lock:
+            if not self._holding:
+                return
+            hold = self._hold
+            session, key, token, claimed = self._session, self._key, self._token, self._claimed
+        if not self._end_hold(hold):
+            return  # a concurrent release won
+        with self._state_lock:
+            self._session = self._claimed = None
+        assert session is not None
+        await self._delete_key(session, key, token, claimed)
+
+    async def _delete_key(
+        self, session: AsyncSession, key: str, token: int, claimed: bytes | None
+    ) -> None:
+        """Delete our key (guarded by ``token``, or by our lease when the create
+        revision is unknown), then release the in-process claim.  On failure both
+        are handed to a background retry, so the key is never left queued while
+        the session lives and the claim is never released before the key is gone."""
+        if token:
+            guard = Compare.create_revision(key) == token
+        else:
+            guard = Compare.lease(key) == session.lease_id
+        try:
+            await self._client.txn([guard], [Op.delete(key)])
+        except errors.ClientClosedError:
+            pass  # a closing client revokes its sessions: the key goes with the lease
+        except BaseException as exc:
+            if session.is_done or self._client.closed:
+                # The key goes (or went) with the lease; a new acquire in this
+                # process uses a new session, hence a different key.
+                if claimed is not None:
+                    session.claims.release(claimed)
+            else:
+                log.warning("deleting lock key %r failed (%r); retrying in background", key, exc)
+                spawn(
+                    _delete_later, self._client, session, key, guard, claimed, name="etcdsync-lock"
+                )
+            if not isinstance(exc, errors.EtcdError):
+                raise  # cancelled or interrupted: the cleanup is under way anyway
+            return
+        if claimed is not None:
+            session.claims.release(claimed)
+
+    # --- context manager ------------------------------------------------------------------
+
+    async def __aenter__(self: _L) -> _L:
+        return await self.acquire()
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.release()
+
+    def __repr__(self) -> str:
+        holding = self._holding
+        held = f" key={self._key!r} token={self._token}" if holding else ""
+        lost = " lost" if holding and self._lost_error is not None else ""
+        return f"<{type(self).__name__} {self._name!r} {self._state_name()}{held}{lost}>"
+
+
+async def _delete_later(
+    client: AsyncRecipeClient,
+    session: AsyncSession,
+    key: str,
+    guard: Compare,
+    claimed: bytes | None,
+) -> None:
+    """Retry a failed key deletion until it succeeds or the session ends (the key
+    then goes with the lease); the in-process claim stays taken until then."""
+    delay = _CLEANUP_FIRST_DELAY
+    try:
+        while not await wait_event(session.done, delay):
+            try:
+                await client.txn([guard], [Op.delete(key)])
+                return
+            except errors.ClientClosedError:
+                return
+            except errors.EtcdError:
+                delay = min(delay * 2, _CLEANUP_MAX_DELAY)
+    finally:
+        if claimed is not None:
+            session.claims.release(claimed)
