@@ -13,6 +13,7 @@ import grpc
 from grpc import aio
 
 from .._callbacks import report_callback_failure
+from . import StreamEnded
 
 T = TypeVar("T")
 
@@ -204,7 +205,10 @@ class BidiStream:
         )(metadata=metadata)
 
     async def write(self, message: Any) -> None:
-        await self._call.write(message)
+        try:
+            await self._call.write(message)
+        except asyncio.InvalidStateError as exc:  # grpc.aio: the call already ended
+            raise StreamEnded(str(exc)) from exc
 
     async def read(self) -> Any | None:
         """Next response, or None when the server closed the stream cleanly."""

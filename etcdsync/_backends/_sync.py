@@ -200,6 +200,8 @@ class BidiStream:
             yield item
 
     def write(self, message: Any) -> None:
+        """Queue ``message``; never raises :class:`StreamEnded` (a write after the end
+        is dropped, and the reader learns the end)."""
         self._outbox.put(message)
 
     def read(self) -> Any | None:

@@ -20,6 +20,7 @@ import random
 from collections import deque
 
 from .. import _status, errors
+from .._backends import StreamEnded
 from .._backends._sync import BidiStream, Event, Lock, Task, spawn, wait_event
 from .._methods import WATCH
 from .._pb import rpc_pb2 as rpc
@@ -274,8 +275,7 @@ def write_refused(exc: Exception) -> bool:
     """True for what a write to a broken or ended gRPC stream raises.
 
     A call that failed raises its status (an ``RpcError``; its reader gets the same
-    one); grpc.aio refuses a write to a call that has already ended with asyncio's
-    ``InvalidStateError``, named here by its name since only ``_backends`` may
-    import asyncio.  The sync backend's ``write`` only queues and never raises.
+    one); a write to a call that has already ended raises the backends'
+    :class:`~etcdsync._backends.StreamEnded`.
     """
-    return _status.is_rpc_error(exc) or type(exc).__name__ == "InvalidStateError"
+    return _status.is_rpc_error(exc) or isinstance(exc, StreamEnded)
