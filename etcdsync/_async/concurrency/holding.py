@@ -118,8 +118,9 @@ class AsyncHeldResource(Generic[_E]):
         It stays registered for later holds until :meth:`remove_lost_callback`.
         It runs in the task or thread that noticed the loss (the keepalive
         manager's, a key watch's, or the caller of a failed :meth:`guarded_txn`):
-        keep it short and never block in it.  An exception it raises is logged
-        under the ``etcdsync.callbacks`` logger; the other callbacks still run.
+        keep it short and never block in it (:attr:`lost` is set once every
+        callback has returned).  An exception it raises is logged under the
+        ``etcdsync.callbacks`` logger; the other callbacks still run.
         """
         with self._state_lock:
             self._lost_callbacks.append(fn)
@@ -225,8 +226,9 @@ class AsyncHeldResource(Generic[_E]):
 
     def _mark_lost(self, hold: int, error: _E) -> bool:
         """Hold number ``hold`` is lost with ``error`` (if it is still current and not
-        lost yet): record it, set :attr:`lost`, call the callbacks.  True if this
-        call made the transition."""
+        lost yet): record it, call the callbacks, then set :attr:`lost` - so whoever
+        wakes on the event finds every callback run.  True if this call made the
+        transition."""
         with self._state_lock:
             if not self._holding or hold != self._hold or self._lost_error is not None:
                 return False
@@ -238,10 +240,10 @@ class AsyncHeldResource(Generic[_E]):
         if session is not None and hook is not None:
             session.remove_done_callback(hook)
         self._after_loss(error)
+        for fn in callbacks:
+            call_callback("lost", fn, error)
         with self._state_lock:
             # Unless a new hold began meanwhile (a release alone keeps the error).
             if self._lost_error is error:
                 self._lost.set()
-        for fn in callbacks:
-            call_callback("lost", fn, error)
         return True
