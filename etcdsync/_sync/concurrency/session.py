@@ -112,6 +112,7 @@ class Session:
 
         The callback runs in the keepalive manager's task (in the sync client, its
         thread), or in the caller's when the session has already ended: keep it short.
+        An exception it raises is logged under the ``etcdsync.callbacks`` logger.
         """
         with self._state_lock:
             error = self._error
