@@ -106,7 +106,9 @@ def test_lost_event_captured_before_the_hold_fires_for_every_hold(
             assert wait_event(lost, 5), f"the event did not fire for hold {hold}"
             assert holder.lost_error is not None
             assert len(seen) == hold + 1 and seen[-1] is holder.lost_error
-            with pytest.raises(errors.LeadershipLostError if kind == "election" else errors.LockLostError):
+            with pytest.raises(
+                errors.LeadershipLostError if kind == "election" else errors.LockLostError
+            ):
                 holder.guarded_txn([Op.put(f"{prefix}data", "late")])
             _let_go(holder)
             assert lost.is_set(), "a release or resign does not clear the loss"
