@@ -75,6 +75,12 @@ class AsyncKV:
     _conn: AsyncConnection
     _keyspace: KeySpace
 
+    @property
+    def key_prefix(self) -> bytes:
+        """The prefix every key of this client gets on the server (``b""`` unless it
+        is a namespaced view: see :meth:`namespace`)."""
+        return self._keyspace.prefix
+
     async def _request(self, request: Any, timeout: float | None) -> Any:
         """Send one KV request through the key space; the one path of every KV verb."""
         method, idempotent = _ROUTES[type(request)]

@@ -76,6 +76,12 @@ class KV:
     _conn: Connection
     _keyspace: KeySpace
 
+    @property
+    def key_prefix(self) -> bytes:
+        """The prefix every key of this client gets on the server (``b""`` unless it
+        is a namespaced view: see :meth:`namespace`)."""
+        return self._keyspace.prefix
+
     def _request(self, request: Any, timeout: float | None) -> Any:
         """Send one KV request through the key space; the one path of every KV verb."""
         method, idempotent = _ROUTES[type(request)]

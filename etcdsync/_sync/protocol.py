@@ -34,6 +34,14 @@ class KVClient(Protocol):
         """True once the client (or what it is a view of) was closed."""
         ...
 
+    @property
+    def key_prefix(self) -> bytes:
+        """The prefix the keys of this client live under on the server: ``b""`` for
+        a client, the namespace's prefix for a namespaced view.  Recipes key their
+        in-process claims by it, so that two namespaces sharing a session never
+        exclude each other over equal relative keys."""
+        ...
+
     def get(
         self,
         key: str | bytes,

@@ -272,3 +272,22 @@ async def test_etcdctl_lock_contends_through_a_namespace(etcd_server: Any, prefi
         if ctl.poll() is None:
             ctl.kill()
             ctl.wait(10)
+
+
+async def test_equal_names_in_two_namespaces_are_different_locks(
+    etcd_endpoint: str, prefix: str
+) -> None:
+    # Both namespaces use the client's shared session, hence equal relative keys.
+    async with AsyncClient(etcd_endpoint) as etcd:
+        tenant_a, tenant_b = etcd.namespace(f"{prefix}a/"), etcd.namespace(f"{prefix}b/")
+        async with tenant_a.lock("jobs", ttl=10, timeout=2) as lock_a:
+            async with tenant_b.lock("jobs", ttl=10, timeout=2) as lock_b:
+                assert lock_a.key == lock_b.key  # relative keys are equal...
+                assert lock_a.session is lock_b.session  # ...on one shared session
+        first, second = tenant_a.election("e", ttl=10), tenant_b.election("e", ttl=10)
+        await first.campaign("a", timeout=2)
+        await second.campaign("b", timeout=2)
+        assert first.session is second.session  # no private session was needed
+        assert first.is_leader and second.is_leader
+        await first.resign()
+        await second.resign()

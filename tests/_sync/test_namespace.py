@@ -273,3 +273,22 @@ def test_etcdctl_lock_contends_through_a_namespace(etcd_server: Any, prefix: str
         if ctl.poll() is None:
             ctl.kill()
             ctl.wait(10)
+
+
+def test_equal_names_in_two_namespaces_are_different_locks(
+    etcd_endpoint: str, prefix: str
+) -> None:
+    # Both namespaces use the client's shared session, hence equal relative keys.
+    with Client(etcd_endpoint) as etcd:
+        tenant_a, tenant_b = etcd.namespace(f"{prefix}a/"), etcd.namespace(f"{prefix}b/")
+        with tenant_a.lock("jobs", ttl=10, timeout=2) as lock_a:
+            with tenant_b.lock("jobs", ttl=10, timeout=2) as lock_b:
+                assert lock_a.key == lock_b.key  # relative keys are equal...
+                assert lock_a.session is lock_b.session  # ...on one shared session
+        first, second = tenant_a.election("e", ttl=10), tenant_b.election("e", ttl=10)
+        first.campaign("a", timeout=2)
+        second.campaign("b", timeout=2)
+        assert first.session is second.session  # no private session was needed
+        assert first.is_leader and second.is_leader
+        first.resign()
+        second.resign()

@@ -41,4 +41,5 @@ class AsyncMutex(AsyncQueueLock):
         return f"{self._name}/{session.lease_id:x}"
 
     def _claim_key(self, session: AsyncSession) -> bytes:
-        return self._new_key(session).encode()
+        # The server-side key: equal relative keys in two namespaces are not one lock.
+        return self._client.key_prefix + self._new_key(session).encode()

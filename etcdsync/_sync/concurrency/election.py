@@ -281,6 +281,10 @@ class Election(HeldResource[errors.LeadershipLostError]):
     def _candidate_key(self, session: Session) -> bytes:
         return self.prefix + format(session.lease_id, "x").encode()
 
+    def _claim_key(self, session: Session) -> bytes:
+        # The server-side key: equal relative keys in two namespaces are not one claim.
+        return self._client.key_prefix + self._candidate_key(session)
+
     def _enter(self) -> tuple[Session, int]:
         """Pick the session of a new candidacy and claim its key in-process."""
         owns = False
@@ -288,16 +292,16 @@ class Election(HeldResource[errors.LeadershipLostError]):
             session = self._given_session
             if session.is_done:
                 raise session_error(session)
-            if not session.claims.claim(self._candidate_key(session), 0):
+            if not session.claims.claim(self._claim_key(session), 0):
                 raise errors.ElectionError(
                     f"another candidate of this process campaigns for {self.name!r} with "
                     "this session; give each concurrent candidate its own session"
                 )
         else:
             session = self._client.shared_session(self._ttl)
-            if not session.claims.claim(self._candidate_key(session), 0):
+            if not session.claims.claim(self._claim_key(session), 0):
                 session = self._client.session(ttl=self._ttl)
-                session.claims.claim(self._candidate_key(session), 0)  # a new session
+                session.claims.claim(self._claim_key(session), 0)  # a new session
                 owns = True
         with self._state_lock:
             self._term += 1
@@ -309,7 +313,7 @@ class Election(HeldResource[errors.LeadershipLostError]):
         with self._state_lock:
             session, self._claimed = self._claimed, None
         if session is not None:
-            session.claims.release(self._candidate_key(session))
+            session.claims.release(self._claim_key(session))
 
     def _install(
         self, session: Session, term: int, key: bytes, rev: int, seen_revision: int

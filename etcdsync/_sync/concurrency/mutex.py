@@ -42,4 +42,5 @@ class Mutex(QueueLock):
         return f"{self._name}/{session.lease_id:x}"
 
     def _claim_key(self, session: Session) -> bytes:
-        return self._new_key(session).encode()
+        # The server-side key: equal relative keys in two namespaces are not one lock.
+        return self._client.key_prefix + self._new_key(session).encode()
