@@ -28,6 +28,9 @@ _EXPORTS: dict[str, str] = {
     "AsyncReadLock": "._async.concurrency.rwlock",
     "AsyncWriteLock": "._async.concurrency.rwlock",
     "AsyncSemaphore": "._async.concurrency.semaphore",
+    "AsyncSTM": "._async.concurrency.stm",
+    "AsyncCounter": "._async.concurrency.counter",
+    "AsyncLeaseOnce": "._async.concurrency.lease_once",
     "AsyncSession": "._async.concurrency.session",
     "AsyncKeepAlive": "._async.keepalive",
     "AsyncLeaderObserver": "._async.server_recipes",
@@ -46,6 +49,9 @@ _EXPORTS: dict[str, str] = {
     "ReadLock": "._sync.concurrency.rwlock",
     "WriteLock": "._sync.concurrency.rwlock",
     "Semaphore": "._sync.concurrency.semaphore",
+    "STM": "._sync.concurrency.stm",
+    "Counter": "._sync.concurrency.counter",
+    "LeaseOnce": "._sync.concurrency.lease_once",
     "Session": "._sync.concurrency.session",
     "KeepAlive": "._sync.keepalive",
     "LeaderObserver": "._sync.server_recipes",
@@ -68,6 +74,7 @@ _EXPORTS: dict[str, str] = {
     "LeaseKeepAliveResult": ".lease_types",
     "LeaseLostReason": ".lease_types",
     "LeaseTimeToLive": ".lease_types",
+    "Isolation": ".stm_types",
     "CompactResponse": ".models",
     "DeleteResponse": ".models",
     "GetResponse": ".models",
@@ -112,12 +119,14 @@ if TYPE_CHECKING:
     from ._async.concurrency.config import (
         AsyncConfigWatcher as AsyncConfigWatcher,
     )
+    from ._async.concurrency.counter import AsyncCounter as AsyncCounter
     from ._async.concurrency.election import (
         AsyncElection as AsyncElection,
     )
     from ._async.concurrency.election_observer import (
         AsyncElectionObserver as AsyncElectionObserver,
     )
+    from ._async.concurrency.lease_once import AsyncLeaseOnce as AsyncLeaseOnce
     from ._async.concurrency.mutex import (
         AsyncMutex as AsyncMutex,
     )
@@ -139,6 +148,7 @@ if TYPE_CHECKING:
     from ._async.concurrency.session import (
         AsyncSession as AsyncSession,
     )
+    from ._async.concurrency.stm import AsyncSTM as AsyncSTM
     from ._async.keepalive import (
         AsyncKeepAlive as AsyncKeepAlive,
     )
@@ -166,12 +176,14 @@ if TYPE_CHECKING:
     from ._sync.concurrency.config import (
         ConfigWatcher as ConfigWatcher,
     )
+    from ._sync.concurrency.counter import Counter as Counter
     from ._sync.concurrency.election import (
         Election as Election,
     )
     from ._sync.concurrency.election_observer import (
         ElectionObserver as ElectionObserver,
     )
+    from ._sync.concurrency.lease_once import LeaseOnce as LeaseOnce
     from ._sync.concurrency.mutex import (
         Mutex as Mutex,
     )
@@ -193,6 +205,7 @@ if TYPE_CHECKING:
     from ._sync.concurrency.session import (
         Session as Session,
     )
+    from ._sync.concurrency.stm import STM as STM
     from ._sync.keepalive import (
         KeepAlive as KeepAlive,
     )
@@ -295,6 +308,7 @@ if TYPE_CHECKING:
     from .ops import (
         SortTarget as SortTarget,
     )
+    from .stm_types import Isolation as Isolation
     from .watch_types import (
         Event as Event,
     )

@@ -36,6 +36,10 @@ __all__ = [
     "ConfigValidationError",
     "ConnectionError_",
     "ConnectionFailedError",
+    "CounterBoundsError",
+    "CounterError",
+    "CounterTimeout",
+    "CounterValueError",
     "DuplicateKeyError",
     "ElectionError",
     "ElectionTimeout",
@@ -67,6 +71,9 @@ __all__ = [
     "ResourceExhaustedError",
     "RoleExistsError",
     "RoleNotFoundError",
+    "STMConflictError",
+    "STMError",
+    "STMTimeout",
     "SessionExpiredError",
     "SnapshotError",
     "Timeout",
@@ -363,6 +370,80 @@ class ConfigValidationError(ConfigError, ValueError):
         super().__init__(message, **kw)
         self.revision = revision
         self.keys = keys
+
+
+# --- recipes: STM, counters -----------------------------------------------------
+
+
+class STMError(EtcdError):
+    """A software transactional memory run (``etcd.stm(fn)``) was misused or failed."""
+
+
+class STMConflictError(STMError):
+    """Every attempt of an STM run conflicted with other writers; nothing was committed.
+
+    ``attempts`` is how many times the function ran.
+    """
+
+    def __init__(self, message: str, *, attempts: int = 0, **kw: str | None) -> None:
+        super().__init__(message, **kw)
+        self.attempts = attempts
+
+
+class STMTimeout(STMError, Timeout):
+    """An STM run's deadline passed before it committed; nothing was committed.
+
+    ``attempts`` is how many times the function ran.  (A ``Timeout`` or
+    ``Unavailable`` that is not an ``STMError`` came from the commit request
+    itself: its outcome is unknown.)
+    """
+
+    def __init__(self, message: str, *, attempts: int = 0, **kw: str | None) -> None:
+        super().__init__(message, **kw)
+        self.attempts = attempts
+
+
+class CounterError(EtcdError):
+    """A distributed counter was misused or failed."""
+
+
+class CounterBoundsError(CounterError):
+    """A change would have taken the counter past one of its bounds; nothing changed.
+
+    ``value`` is the counter's value when the change was refused (None for a
+    refused ``set``), ``requested`` the value the change would have produced and
+    ``bound`` the bound it crossed.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        value: int | None,
+        requested: int,
+        bound: int,
+        **kw: str | None,
+    ) -> None:
+        super().__init__(message, **kw)
+        self.value = value
+        self.requested = requested
+        self.bound = bound
+
+
+class CounterValueError(CounterError, ValueError):
+    """The counter's key holds something other than a decimal integer.
+
+    ``key`` is the key and ``raw`` the value found there.
+    """
+
+    def __init__(self, message: str, *, key: bytes, raw: bytes, **kw: str | None) -> None:
+        super().__init__(message, **kw)
+        self.key = key
+        self.raw = raw
+
+
+class CounterTimeout(CounterError, Timeout):
+    """A counter change could not be made before its deadline; nothing changed."""
 
 
 # --- cluster membership -------------------------------------------------------

@@ -17,6 +17,7 @@ SCRIPTS = [
     "lock.py",
     "namespaces.py",
     "quickstart.py",
+    "stm_transfer.py",
 ]
 
 

@@ -10,15 +10,25 @@ serves every acquire, and it is replaced when lost.
 
 from __future__ import annotations
 
+import datetime
+from collections.abc import Awaitable, Callable, Iterable
+from typing import TypeVar
+
 from ..lease_types import LeaseLike
+from ..stm_types import Isolation
 from .concurrency.config import AsyncConfigWatcher, Decoder, Validator
+from .concurrency.counter import AsyncCounter
 from .concurrency.election import AsyncElection
+from .concurrency.lease_once import AsyncLeaseOnce, acquire_lease_once
 from .concurrency.mutex import AsyncMutex
 from .concurrency.recipe_client import AsyncRecipeClient
 from .concurrency.rwlock import AsyncRWLock
 from .concurrency.semaphore import AsyncSemaphore
 from .concurrency.session import DEFAULT_SESSION_TTL, AsyncSession, AsyncSessionPool
+from .concurrency.stm import DEFAULT_RETRIES, AsyncSTM, run_stm
 from .protocol import AsyncKVClient
+
+_T = TypeVar("_T")
 
 
 class AsyncRecipesAPI:
@@ -86,6 +96,70 @@ class AsyncRecipesAPI:
     ) -> AsyncElection:
         """A leader election named ``name`` (Go/etcdctl-compatible key layout)."""
         return AsyncElection(self, name, session=session, ttl=ttl)
+
+    async def stm(
+        self: AsyncRecipeClient,
+        fn: Callable[[AsyncSTM], Awaitable[_T]],
+        *,
+        isolation: Isolation | str = Isolation.SERIALIZABLE_SNAPSHOT,
+        retries: int = DEFAULT_RETRIES,
+        prefetch: Iterable[str | bytes] = (),
+        timeout: float | None = None,
+    ) -> _T:
+        """Run ``await fn(stm)`` as a software transactional memory transaction.
+
+        ``stm.get/get_many/rev`` read (the read set), ``stm.put/delete`` buffer
+        writes; when ``fn`` returns, the writes commit in one txn guarded by the
+        read set as ``isolation`` says (Go's four levels; default serializable
+        snapshot).  On a conflict ``fn`` runs again, at most ``retries`` more
+        times, then :class:`~etcdsync.errors.STMConflictError`.  ``prefetch``
+        names keys read in one request before the first attempt.  Returns what
+        ``fn`` returned.  See ``recipes_docs/stm.md``.
+        """
+        return await run_stm(
+            self, fn, isolation=isolation, retries=retries, prefetch=prefetch, timeout=timeout
+        )
+
+    def counter(
+        self: AsyncRecipeClient,
+        name: str,
+        *,
+        initial: int = 0,
+        min: int | None = None,
+        max: int | None = None,
+    ) -> AsyncCounter:
+        """A distributed integer counter in the key ``name`` (decimal text), changed
+        atomically by compare-and-swap, optionally bounded by ``min`` / ``max``."""
+        return AsyncCounter(self, name, initial=initial, min=min, max=max)
+
+    async def lease_once(
+        self: AsyncRecipeClient,
+        name: str,
+        period: int | datetime.timedelta,
+        *,
+        holders: int = 1,
+        value: str | bytes | None = None,
+        renew: bool = False,
+        timeout: float | None = None,
+    ) -> AsyncLeaseOnce:
+        """Try to take ``name`` for ``period`` seconds, without waiting.
+
+        The first caller in a period gets it (the answer is true), every other
+        caller until the period ends is refused (false); the period is a lease
+        that is not kept alive.  ``holders=N`` admits N callers per period.
+        ``value`` (default ``host:pid``) identifies the caller; with ``renew=True``
+        a caller already holding a slot under that value takes it again for a new
+        period.  See ``recipes_docs/lease_once.md``.
+        """
+        return await acquire_lease_once(
+            self,
+            name,
+            period,
+            holders=holders,
+            value=value,
+            renew=renew,
+            timeout=timeout,
+        )
 
     def config(
         self: AsyncRecipeClient,
