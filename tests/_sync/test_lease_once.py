@@ -161,6 +161,41 @@ def test_a_caller_that_loses_the_race_is_refused_and_leaks_no_lease(
         spy.rival.release()
 
 
+class _Crowd:
+    """Passes calls to a real client; while a lease is being granted, ``n`` rivals take
+    slots (the lowest free ones)."""
+
+    def __init__(self, client: Any, name: str, holders: int, n: int) -> None:
+        self._client, self._name, self._holders, self._n = client, name, holders, n
+        self.rivals: list[Any] = []
+
+    def grant(self, ttl: int, **kwargs: Any) -> Any:
+        for i in range(self._n):
+            rival = self._client.lease_once(
+                self._name, 30, holders=self._holders, value=f"rival-{i}"
+            )
+            self.rivals.append(rival)
+        return self._client.grant(ttl, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+
+def test_many_slots_are_claimed_in_rounds(etcd_endpoint: str, prefix: str) -> None:
+    """One claim txn tries at most 16 slots: when rivals took all of them meanwhile,
+    the next round takes a slot the failed claim saw free."""
+    name = f"{prefix}wide"
+    with Client(etcd_endpoint) as etcd:
+        crowd = _Crowd(etcd, name, 40, 16)
+        won = acquire_lease_once(crowd, name, 30, holders=40, value="me")  # type: ignore[arg-type]
+        assert [r.slot for r in crowd.rivals] == list(range(16))
+        assert won and won.slot == 16 and won.key == f"{name}/16"
+        assert (etcd.get(f"{name}/16")).kvs[0].value == b"me"
+        assert len((etcd.get(f"{name}/", prefix=True)).kvs) == 17
+        for lease in [won, *crowd.rivals]:
+            lease.release()
+
+
 def test_lease_once_in_a_namespace_and_with_a_timedelta(
     etcd_endpoint: str, prefix: str
 ) -> None:

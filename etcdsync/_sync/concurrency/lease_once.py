@@ -12,9 +12,10 @@ period timed by etcd's lease clock instead of the callers' wall clocks.
 
 Key layout: slot ``i`` is the key ``<name>/<i>`` (``i`` in ``0 .. holders-1``),
 holding the winner's ``value``, bound to the winner's lease.  One txn takes the
-lowest free slot: it compares slot 0's create revision with 0 and puts it, else
-(nested) tries slot 1, and so on; the innermost failure branch reads the slots.
-So exactly one caller takes each free slot, whatever the races.
+lowest free slot: it compares the first free-looking slot's create revision with 0
+and puts it, else (nested) tries the next one, and so on (up to 16 per txn); the
+innermost failure branch reads the slots.  So exactly one caller takes each free
+slot, whatever the races.
 """
 
 from __future__ import annotations
@@ -35,6 +36,10 @@ from ..protocol import KVClient
 __all__ = ["LeaseOnce", "acquire_lease_once", "default_identity"]
 
 log = logging.getLogger("etcdsync.recipes")
+
+_CHAIN = 16
+"""Slots one claim txn tries (nested ``if free then put else ...``): protobuf refuses
+messages nested much deeper than 100 levels, two per slot."""
 
 
 def default_identity() -> str:
@@ -155,7 +160,8 @@ def _claim_txn(
 
 
 def _claimed_slot(response: TxnResponse) -> tuple[int | None, list[KeyValue]]:
-    """Which slot the claim txn took (None: none) and, if none, the slots it read."""
+    """The position in the chain of the slot the claim txn took (None: none) and, if
+    none, the slots its innermost failure branch read."""
     depth = 0
     while not response.succeeded:
         sub = response.responses[0]
@@ -194,7 +200,7 @@ def acquire_lease_once(
 
     # One read first: a refused caller (the common case) costs no lease.
     read = client.get(prefix, prefix=True, timeout=deadline.rpc_timeout())
-    slots = {slot: kv for kv in read.kvs if (slot := _slot_of(name, kv, holders)) is not None}
+    slots = {i: kv for kv in read.kvs if (i := _slot_of(name, kv, holders)) is not None}
     mine = next((slot for slot, kv in slots.items() if kv.value == identity), None)
     if mine is not None and not renew:
         return refused(read.revision, read.kvs)  # this identity already has the period
@@ -202,48 +208,47 @@ def acquire_lease_once(
         return refused(read.revision, read.kvs)
 
     lease = client.grant(ttl, timeout=deadline.rpc_timeout())
+    free = [slot for slot in range(holders) if slot not in slots]
+    slot: int | None = None
+    revision = read.revision
+    seen: list[KeyValue] = read.kvs
     try:
-        if mine is not None:
-            held = slots[mine]
-            compare = [
-                Compare.value(held.key) == identity,
-                Compare.mod_revision(held.key) == held.mod_revision,
-            ]
-            success = [Op.put(held.key, identity, lease=lease.id)]
-            failure = [Op.get(prefix, prefix=True)]
-        else:
-            compare, success, failure = _claim_txn(keys, identity, lease.id, prefix)
-        try:
-            response = client.txn(compare, success, failure, timeout=deadline.rpc_timeout())
-        except (errors.Timeout, errors.Unavailable):
-            # Unknown outcome: the slot keys say whether our lease holds one.
-            found = client.get(prefix, prefix=True, timeout=deadline.rpc_timeout())
-            ours = [kv for kv in found.kvs if kv.lease == lease.id]
-            if not ours:
-                raise
-            slot = _slot_of(name, ours[0], holders)
-            return LeaseOnce(
-                client,
-                name,
-                acquired=True,
-                slot=slot,
-                key=ours[0].key.decode(),
-                lease_id=lease.id,
-                ttl=lease.ttl,
-                revision=ours[0].mod_revision,
-                renewed=mine is not None,
-            )
-        if mine is not None:
-            slot = mine if response.succeeded else None
-            seen = [] if response.succeeded else _kvs(response)
-        else:
-            slot, seen = _claimed_slot(response)
+        # Each round takes the lowest free slot among up to _CHAIN that looked free;
+        # a round fails only when others took all of them, so few rounds are needed.
+        for _ in range(holders // _CHAIN + 2):
+            if mine is not None:
+                chain = [mine]
+                held = slots[mine]
+                compare = [
+                    Compare.value(held.key) == identity,
+                    Compare.mod_revision(held.key) == held.mod_revision,
+                ]
+                success = [Op.put(held.key, identity, lease=lease.id)]
+                failure = [Op.get(prefix, prefix=True)]
+            else:
+                chain = free[:_CHAIN]
+                compare, success, failure = _claim_txn(
+                    [keys[i] for i in chain], identity, lease.id, prefix
+                )
+            result = _attempt(client, compare, success, failure, prefix, lease.id, deadline)
+            if isinstance(result, KeyValue):  # the unknown outcome was ours after all
+                slot, revision = _slot_of(name, result, holders), result.mod_revision
+                break
+            depth, seen = _claimed_slot(result)
+            revision = result.revision
+            if depth is not None:
+                slot = chain[depth]
+                break
+            taken = {_slot_of(name, kv, holders) for kv in seen}
+            free = [i for i in range(holders) if i not in taken]
+            if mine is not None or not free:
+                break
     except BaseException:
         _drop(client, lease.id)
         raise
     if slot is None:
         _drop(client, lease.id)
-        return refused(response.revision, seen)
+        return refused(revision, seen)
     return LeaseOnce(
         client,
         name,
@@ -252,15 +257,30 @@ def acquire_lease_once(
         key=keys[slot],
         lease_id=lease.id,
         ttl=lease.ttl,
-        revision=response.revision,
+        revision=revision,
         renewed=mine is not None,
     )
 
 
-def _kvs(response: TxnResponse) -> list[KeyValue]:
-    sub = response.responses[0]
-    assert isinstance(sub, GetResponse)
-    return sub.kvs
+def _attempt(
+    client: KVClient,
+    compare: list[Compare],
+    success: list[Op],
+    failure: list[Op],
+    prefix: str,
+    lease_id: int,
+    deadline: Deadline,
+) -> TxnResponse | KeyValue:
+    """Run a claim txn.  When its outcome is unknown (``Timeout``/``Unavailable``), the
+    slot keys tell: the slot bound to our lease if it landed, else the error again."""
+    try:
+        return client.txn(compare, success, failure, timeout=deadline.rpc_timeout())
+    except (errors.Timeout, errors.Unavailable):
+        found = client.get(prefix, prefix=True, timeout=deadline.rpc_timeout())
+        ours = [kv for kv in found.kvs if kv.lease == lease_id]
+        if not ours:
+            raise
+        return ours[0]
 
 
 def _drop(client: KVClient, lease_id: int) -> None:
