@@ -189,18 +189,22 @@ class Op:
     ``client.do(op)`` or place in a txn branch.
     """
 
-    __slots__ = ("kind", "request")
+    __slots__ = ("depth", "kind", "request")
 
     kind: str
     request: rpc.RangeRequest | rpc.PutRequest | rpc.DeleteRangeRequest | rpc.TxnRequest
+    depth: int
+    """How many txns deep this op nests (0 for a get, put or delete)."""
 
     def __init__(
         self,
         kind: str,
         request: rpc.RangeRequest | rpc.PutRequest | rpc.DeleteRangeRequest | rpc.TxnRequest,
+        depth: int = 0,
     ) -> None:
         self.kind = kind
         self.request = request
+        self.depth = depth
 
     def __repr__(self) -> str:
         if isinstance(self.request, rpc.TxnRequest):
@@ -312,8 +316,11 @@ class Op:
         success: Iterable[Op] = (),
         failure: Iterable[Op] = (),
     ) -> Op:
-        """A nested transaction, usable as a branch op of an outer txn."""
-        return cls("txn", txn_request(compare, success, failure))
+        """A nested transaction, usable as a branch op of an outer txn (at most
+        :data:`MAX_TXN_DEPTH` txns deep, counting the outer one)."""
+        success, failure = list(success), list(failure)
+        request = txn_request(compare, success, failure)
+        return cls("txn", request, 1 + _branch_depth(success, failure))
 
 
 # --- compares ----------------------------------------------------------------
@@ -491,10 +498,27 @@ def request_op(op: Op) -> rpc.RequestOp:
     return rpc.RequestOp(request_txn=request)
 
 
+MAX_TXN_DEPTH = 32
+"""The deepest nesting of txns (the outer one included) a request may have.
+
+protobuf's decoders stop at a fixed message depth (100 for upb; each txn level
+costs two: the RequestOp and the TxnRequest, and the response twice that), so a
+deeper txn would fail inside protobuf with a DecodeError instead of a clear error;
+32 leaves a wide margin and no real txn comes near it."""
+
+
+def _branch_depth(success: Sequence[Op], failure: Sequence[Op]) -> int:
+    return max((op.depth for op in (*success, *failure) if isinstance(op, Op)), default=0)
+
+
 def txn_request(
     compare: Iterable[Compare], success: Iterable[Op], failure: Iterable[Op]
 ) -> rpc.TxnRequest:
     """Build a TxnRequest from compares and branch ops."""
+    success, failure = list(success), list(failure)
+    depth = 1 + _branch_depth(success, failure)
+    if depth > MAX_TXN_DEPTH:
+        raise InvalidRequest(f"txns nest {depth} deep; at most {MAX_TXN_DEPTH} are allowed")
     compares: Sequence[Compare] = list(compare)
     for c in compares:
         if not isinstance(c, Compare):

@@ -339,3 +339,17 @@ def test_generated_sync_code_is_current() -> None:
         check=False,
     )
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+def test_txn_nesting_is_bounded_with_a_typed_error() -> None:
+    from etcdsync.ops import MAX_TXN_DEPTH, txn_request
+
+    op = Op.get("k")
+    for _ in range(MAX_TXN_DEPTH - 1):
+        op = Op.txn([], [op], [])
+    assert op.depth == MAX_TXN_DEPTH - 1
+    assert txn_request([], [], [op]).failure  # the outer txn makes it MAX_TXN_DEPTH deep
+    with pytest.raises(errors.InvalidRequest, match="nest"):
+        txn_request([], [op, Op.txn([], [op], [])], [])
+    with pytest.raises(errors.InvalidRequest, match="nest"):
+        Op.txn([], [], [Op.txn([], [op], [])])
