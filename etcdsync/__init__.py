@@ -28,6 +28,12 @@ _EXPORTS: dict[str, str] = {
     "AsyncReadLock": "._async.concurrency.rwlock",
     "AsyncWriteLock": "._async.concurrency.rwlock",
     "AsyncSemaphore": "._async.concurrency.semaphore",
+    "AsyncClaim": "._async.concurrency.locking_queue",
+    "AsyncLockingQueue": "._async.concurrency.locking_queue",
+    "AsyncPriorityQueue": "._async.concurrency.priority_queue",
+    "AsyncQueue": "._async.concurrency.queue",
+    "AsyncDoubleBarrier": "._async.concurrency.double_barrier",
+    "AsyncBarrier": "._async.concurrency.barrier",
     "AsyncSTM": "._async.concurrency.stm",
     "AsyncCounter": "._async.concurrency.counter",
     "AsyncLeaseOnce": "._async.concurrency.lease_once",
@@ -49,6 +55,12 @@ _EXPORTS: dict[str, str] = {
     "ReadLock": "._sync.concurrency.rwlock",
     "WriteLock": "._sync.concurrency.rwlock",
     "Semaphore": "._sync.concurrency.semaphore",
+    "Claim": "._sync.concurrency.locking_queue",
+    "LockingQueue": "._sync.concurrency.locking_queue",
+    "PriorityQueue": "._sync.concurrency.priority_queue",
+    "Queue": "._sync.concurrency.queue",
+    "DoubleBarrier": "._sync.concurrency.double_barrier",
+    "Barrier": "._sync.concurrency.barrier",
     "STM": "._sync.concurrency.stm",
     "Counter": "._sync.concurrency.counter",
     "LeaseOnce": "._sync.concurrency.lease_once",
@@ -75,6 +87,7 @@ _EXPORTS: dict[str, str] = {
     "LeaseLostReason": ".lease_types",
     "LeaseTimeToLive": ".lease_types",
     "Isolation": ".stm_types",
+    "QueueItem": ".queue_types",
     "CompactResponse": ".models",
     "DeleteResponse": ".models",
     "GetResponse": ".models",
@@ -116,10 +129,12 @@ if TYPE_CHECKING:
     from ._async.client import (
         AsyncClient as AsyncClient,
     )
+    from ._async.concurrency.barrier import AsyncBarrier as AsyncBarrier
     from ._async.concurrency.config import (
         AsyncConfigWatcher as AsyncConfigWatcher,
     )
     from ._async.concurrency.counter import AsyncCounter as AsyncCounter
+    from ._async.concurrency.double_barrier import AsyncDoubleBarrier as AsyncDoubleBarrier
     from ._async.concurrency.election import (
         AsyncElection as AsyncElection,
     )
@@ -127,9 +142,13 @@ if TYPE_CHECKING:
         AsyncElectionObserver as AsyncElectionObserver,
     )
     from ._async.concurrency.lease_once import AsyncLeaseOnce as AsyncLeaseOnce
+    from ._async.concurrency.locking_queue import AsyncClaim as AsyncClaim
+    from ._async.concurrency.locking_queue import AsyncLockingQueue as AsyncLockingQueue
     from ._async.concurrency.mutex import (
         AsyncMutex as AsyncMutex,
     )
+    from ._async.concurrency.priority_queue import AsyncPriorityQueue as AsyncPriorityQueue
+    from ._async.concurrency.queue import AsyncQueue as AsyncQueue
     from ._async.concurrency.queue_lock import (
         AsyncQueueLock as AsyncQueueLock,
     )
@@ -173,10 +192,12 @@ if TYPE_CHECKING:
     from ._sync.client import (
         Client as Client,
     )
+    from ._sync.concurrency.barrier import Barrier as Barrier
     from ._sync.concurrency.config import (
         ConfigWatcher as ConfigWatcher,
     )
     from ._sync.concurrency.counter import Counter as Counter
+    from ._sync.concurrency.double_barrier import DoubleBarrier as DoubleBarrier
     from ._sync.concurrency.election import (
         Election as Election,
     )
@@ -184,9 +205,13 @@ if TYPE_CHECKING:
         ElectionObserver as ElectionObserver,
     )
     from ._sync.concurrency.lease_once import LeaseOnce as LeaseOnce
+    from ._sync.concurrency.locking_queue import Claim as Claim
+    from ._sync.concurrency.locking_queue import LockingQueue as LockingQueue
     from ._sync.concurrency.mutex import (
         Mutex as Mutex,
     )
+    from ._sync.concurrency.priority_queue import PriorityQueue as PriorityQueue
+    from ._sync.concurrency.queue import Queue as Queue
     from ._sync.concurrency.queue_lock import (
         QueueLock as QueueLock,
     )
@@ -308,6 +333,7 @@ if TYPE_CHECKING:
     from .ops import (
         SortTarget as SortTarget,
     )
+    from .queue_types import QueueItem as QueueItem
     from .stm_types import Isolation as Isolation
     from .watch_types import (
         Event as Event,

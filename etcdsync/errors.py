@@ -29,6 +29,10 @@ __all__ = [
     "AuthError",
     "AuthFailedError",
     "AuthNotEnabledError",
+    "BarrierError",
+    "BarrierFullError",
+    "BarrierTimeout",
+    "ClaimLostError",
     "ClientClosedError",
     "ClientError",
     "CompactedError",
@@ -67,6 +71,9 @@ __all__ = [
     "NotGrantedError",
     "NotLeaderError",
     "PermissionDeniedError",
+    "QueueError",
+    "QueueOutcomeUnknownError",
+    "QueueTimeout",
     "RequestTooLargeError",
     "ResourceExhaustedError",
     "RoleExistsError",
@@ -444,6 +451,54 @@ class CounterValueError(CounterError, ValueError):
 
 class CounterTimeout(CounterError, Timeout):
     """A counter change could not be made before its deadline; nothing changed."""
+
+
+# --- recipes: barriers and queues -----------------------------------------------
+
+
+class BarrierError(EtcdError):
+    """A barrier or double barrier was misused or failed."""
+
+
+class BarrierTimeout(BarrierError, Timeout):
+    """``wait()``, ``enter()`` or ``leave()`` did not complete within its timeout.
+
+    A timed-out ``enter()`` has withdrawn its participant key (unless the barrier
+    opened at that very moment: then ``enter()`` returns normally instead).
+    """
+
+
+class BarrierFullError(BarrierError):
+    """``DoubleBarrier.enter()`` found ``count`` participants inside already (Go's
+    ``ErrTooManyClients``); nothing of this participant was left behind."""
+
+
+class QueueError(EtcdError):
+    """A queue was misused or failed."""
+
+
+class QueueTimeout(QueueError, Timeout):
+    """``get()`` found no item within its timeout; nothing was taken."""
+
+
+class QueueOutcomeUnknownError(QueueError):
+    """A queue write (put, take, claim, consume) could not be settled: its request
+    failed without an answer and the queue's receipt could not be read back before
+    the deadline or the session's end.
+
+    ``key`` is the item's key when it is known.  A later call on the same queue
+    object settles a pending take first and returns its item if it was taken.
+    """
+
+    def __init__(self, message: str, *, key: bytes | None = None, **kw: str | None) -> None:
+        super().__init__(message, **kw)
+        self.key = key
+
+
+class ClaimLostError(QueueError):
+    """The claim on an at-least-once queue item ended before ``consume()``: its
+    session's lease expired or was revoked, or it was released.  Nothing was
+    deleted; the item is (or was) available to other consumers again."""
 
 
 # --- cluster membership -------------------------------------------------------

@@ -18,6 +18,7 @@ SCRIPTS = [
     "namespaces.py",
     "quickstart.py",
     "stm_transfer.py",
+    "work_queue.py",
 ]
 
 

@@ -16,11 +16,16 @@ from typing import TypeVar
 
 from ..lease_types import LeaseLike
 from ..stm_types import Isolation
+from .concurrency.barrier import AsyncBarrier
 from .concurrency.config import AsyncConfigWatcher, Decoder, Validator
 from .concurrency.counter import AsyncCounter
+from .concurrency.double_barrier import AsyncDoubleBarrier
 from .concurrency.election import AsyncElection
 from .concurrency.lease_once import AsyncLeaseOnce, acquire_lease_once
+from .concurrency.locking_queue import AsyncLockingQueue
 from .concurrency.mutex import AsyncMutex
+from .concurrency.priority_queue import AsyncPriorityQueue
+from .concurrency.queue import AsyncQueue
 from .concurrency.recipe_client import AsyncRecipeClient
 from .concurrency.rwlock import AsyncRWLock
 from .concurrency.semaphore import AsyncSemaphore
@@ -160,6 +165,64 @@ class AsyncRecipesAPI:
             renew=renew,
             timeout=timeout,
         )
+
+    def barrier(
+        self: AsyncRecipeClient,
+        name: str,
+        *,
+        ttl: int | None = None,
+        session: AsyncSession | None = None,
+        persistent: bool = False,
+    ) -> AsyncBarrier:
+        """A barrier named ``name`` (Go-compatible key): ``hold()``, ``release()``,
+        ``wait()``.  A hold is bound to the session's lease unless ``persistent``."""
+        return AsyncBarrier(self, name, session=session, ttl=ttl, persistent=persistent)
+
+    def double_barrier(
+        self: AsyncRecipeClient,
+        name: str,
+        count: int,
+        *,
+        ttl: int | None = None,
+        session: AsyncSession | None = None,
+    ) -> AsyncDoubleBarrier:
+        """One participant of a double barrier of ``count`` (Go-compatible keys):
+        ``enter()`` waits for ``count`` participants, ``leave()`` for all to leave."""
+        return AsyncDoubleBarrier(self, name, count, session=session, ttl=ttl)
+
+    def queue(
+        self: AsyncRecipeClient,
+        name: str,
+        *,
+        ttl: int | None = None,
+        session: AsyncSession | None = None,
+    ) -> AsyncQueue:
+        """A FIFO queue (Go-compatible keys): ``put()``, blocking ``get()``; each item
+        is taken by exactly one consumer (at most once: see ``locking_queue``)."""
+        return AsyncQueue(self, name, session=session, ttl=ttl)
+
+    def priority_queue(
+        self: AsyncRecipeClient,
+        name: str,
+        *,
+        ttl: int | None = None,
+        session: AsyncSession | None = None,
+    ) -> AsyncPriorityQueue:
+        """A priority queue (Go-compatible keys): ``put(value, priority)``, blocking
+        ``get()`` serving priority 0 first, FIFO within a priority."""
+        return AsyncPriorityQueue(self, name, session=session, ttl=ttl)
+
+    def locking_queue(
+        self: AsyncRecipeClient,
+        name: str,
+        *,
+        ttl: int | None = None,
+        session: AsyncSession | None = None,
+    ) -> AsyncLockingQueue:
+        """An at-least-once FIFO queue: ``get()`` claims an item (bound to the
+        session's lease), ``consume()`` deletes it, ``release()`` hands it back; a dead
+        consumer's claim ends with its lease and the item is served again."""
+        return AsyncLockingQueue(self, name, session=session, ttl=ttl)
 
     def config(
         self: AsyncRecipeClient,

@@ -17,11 +17,16 @@ from typing import TypeVar
 
 from ..lease_types import LeaseLike
 from ..stm_types import Isolation
+from .concurrency.barrier import Barrier
 from .concurrency.config import ConfigWatcher, Decoder, Validator
 from .concurrency.counter import Counter
+from .concurrency.double_barrier import DoubleBarrier
 from .concurrency.election import Election
 from .concurrency.lease_once import LeaseOnce, acquire_lease_once
+from .concurrency.locking_queue import LockingQueue
 from .concurrency.mutex import Mutex
+from .concurrency.priority_queue import PriorityQueue
+from .concurrency.queue import Queue
 from .concurrency.recipe_client import RecipeClient
 from .concurrency.rwlock import RWLock
 from .concurrency.semaphore import Semaphore
@@ -161,6 +166,64 @@ class RecipesAPI:
             renew=renew,
             timeout=timeout,
         )
+
+    def barrier(
+        self: RecipeClient,
+        name: str,
+        *,
+        ttl: int | None = None,
+        session: Session | None = None,
+        persistent: bool = False,
+    ) -> Barrier:
+        """A barrier named ``name`` (Go-compatible key): ``hold()``, ``release()``,
+        ``wait()``.  A hold is bound to the session's lease unless ``persistent``."""
+        return Barrier(self, name, session=session, ttl=ttl, persistent=persistent)
+
+    def double_barrier(
+        self: RecipeClient,
+        name: str,
+        count: int,
+        *,
+        ttl: int | None = None,
+        session: Session | None = None,
+    ) -> DoubleBarrier:
+        """One participant of a double barrier of ``count`` (Go-compatible keys):
+        ``enter()`` waits for ``count`` participants, ``leave()`` for all to leave."""
+        return DoubleBarrier(self, name, count, session=session, ttl=ttl)
+
+    def queue(
+        self: RecipeClient,
+        name: str,
+        *,
+        ttl: int | None = None,
+        session: Session | None = None,
+    ) -> Queue:
+        """A FIFO queue (Go-compatible keys): ``put()``, blocking ``get()``; each item
+        is taken by exactly one consumer (at most once: see ``locking_queue``)."""
+        return Queue(self, name, session=session, ttl=ttl)
+
+    def priority_queue(
+        self: RecipeClient,
+        name: str,
+        *,
+        ttl: int | None = None,
+        session: Session | None = None,
+    ) -> PriorityQueue:
+        """A priority queue (Go-compatible keys): ``put(value, priority)``, blocking
+        ``get()`` serving priority 0 first, FIFO within a priority."""
+        return PriorityQueue(self, name, session=session, ttl=ttl)
+
+    def locking_queue(
+        self: RecipeClient,
+        name: str,
+        *,
+        ttl: int | None = None,
+        session: Session | None = None,
+    ) -> LockingQueue:
+        """An at-least-once FIFO queue: ``get()`` claims an item (bound to the
+        session's lease), ``consume()`` deletes it, ``release()`` hands it back; a dead
+        consumer's claim ends with its lease and the item is served again."""
+        return LockingQueue(self, name, session=session, ttl=ttl)
 
     def config(
         self: RecipeClient,
