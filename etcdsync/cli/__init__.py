@@ -7,6 +7,7 @@ live config, and a demo of all of it.
     etcdsync lock backups -- ./backup.sh             # run a command under a lock
     etcdsync elect cron-leader "$(hostname)"         # lead until interrupted
     etcdsync config watch services/api/              # follow a config prefix
+    etcdsync queue put jobs "resize 42.png"          # queues, barriers, counters
     etcdsync demo                                    # see it all work together
 
 ``main(argv)`` returns the exit code (see ``etcdsync --help``).
@@ -35,6 +36,7 @@ from .demo import register as _register_demo
 from .demo import register_worker as _register_demo_worker
 from .elect import register as _register_elect
 from .lock import register as _register_lock
+from .recipes import register as _register_recipes
 from .server import register as _register_server
 
 __all__ = ["build_parser", "main"]
@@ -64,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
         _register_lock,
         _register_elect,
         _register_config,
+        _register_recipes,
         _register_demo,
         _register_demo_worker,
     ):
