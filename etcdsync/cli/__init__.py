@@ -35,6 +35,7 @@ from .config import register as _register_config
 from .demo import register as _register_demo
 from .demo import register_worker as _register_demo_worker
 from .elect import register as _register_elect
+from .inspect import register as _register_inspect
 from .lock import register as _register_lock
 from .recipes import register as _register_recipes
 from .server import register as _register_server
@@ -67,6 +68,7 @@ def build_parser() -> argparse.ArgumentParser:
         _register_elect,
         _register_config,
         _register_recipes,
+        _register_inspect,
         _register_demo,
         _register_demo_worker,
     ):
