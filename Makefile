@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 GEN_VENV ?= .venv-gen
 PYTEST_ARGS ?=
 
-.PHONY: demo test test-all lint typecheck check proto proto-check unasync unasync-check bench clean
+.PHONY: demo test test-all lint typecheck check proto proto-check unasync unasync-check bench docs clean
 
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,16 @@ proto-check: $(GEN_VENV)/.installed
 	$(GEN_VENV)/bin/python scripts/gen_protos.py --check
 
 check: lint typecheck unasync-check proto-check
+
+# The docs site -> build/site (git-ignored): recipes_docs/, docs/, and an API reference from
+# the docstrings (mkdocs.yml).  --strict: a broken link or anchor, or a page outside the
+# nav, fails the build.  The docs extra pins the versions.
+$(VENV)/.docs-installed: pyproject.toml $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[docs]'
+	touch $@
+
+docs: $(VENV)/.docs-installed
+	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet
 
 # Every client on one etcd -> bench/RESULTS.md; `make bench BENCH_ARGS=--quick` for a smoke run.
 bench: $(VENV)/.installed

@@ -493,7 +493,12 @@ def test_layouts_are_told_apart_and_look_alikes_are_not_contenders() -> None:
         _kv(f"p/rw/read/{lease_a:x}-{'4' * 16}", 19, lease_a),
         _kv("p/jobs/1796476185890314800", 20),
         _kv("p/jobs/1796476185890314900", 21),
+        _kv("p/pq/00001/0000000000000001", 21),  # a priority queue item (16 digits)
         _kv("p/once/0", 22, lease_a, b"host:1"),
+        _kv(f"p/sem3/{lease_a:x}-{'5' * 16}", 23, lease_a, b"3"),  # records its limit
+        _kv(f"p/parts/members/{lease_a:x}", 24, lease_a, b"node-a"),
+        _kv("p/parts/owners/shard-7", 25, lease_a, f"{lease_a:x}".encode()),
+        _kv(f"p/group/members/{lease_b:x}", 26, lease_b, b"node-b"),  # no owners: a group
     ]
     leases = {
         lease_a: LeaseTimeToLive(lease_a, 7, 10, [kv.key for kv in kvs if kv.lease == lease_a]),
@@ -504,14 +509,19 @@ def test_layouts_are_told_apart_and_look_alikes_are_not_contenders() -> None:
         ("p/lock", f"p/lock/{lease_a:x}")
     ]
     assert [w.key for w in report.locks[0].waiters] == [f"p/lock/{lease_b:x}"]
-    [election] = report.elections
+    election, group = report.elections
+    assert (election.name, group.name) == ("p/el", "p/group/members")
     assert election.head is not None and election.head.value == b"me"
     assert election.head.age.revisions == 18
-    assert [s.name for s in report.semaphores] == ["p/sem"]
+    assert [(s.name, s.limit) for s in report.semaphores] == [("p/sem", None), ("p/sem3", 3)]
+    [parts] = report.partitioners
+    assert parts.name == "p/parts" and [m.value for m in parts.members] == [b"node-a"]
+    assert [(item, c.lease) for item, c in parts.owners] == [("shard-7", lease_a)]
     [rw] = report.rwlocks
     assert rw.mode == "write" and [c.side for c in rw.waiters] == ["read"]
-    [q] = report.queues
+    q, pq = report.queues
     assert (q.kind, q.name, q.items) == ("queue", "p/jobs", 2)
+    assert (pq.kind, pq.name, dict(pq.by_priority)) == ("priority_queue", "p/pq", {1: 1})
     assert q.oldest_item_seconds == pytest.approx(10.0, abs=0.01)
     assert [(i, c.value) for i, c in report.lease_once[0].slots] == [(0, b"host:1")]
     assert report.other_keys == 2 and report.other_examples == (

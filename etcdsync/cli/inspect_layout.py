@@ -19,8 +19,8 @@ election            ``<name>/<lease>``, value = the proposal           etcdsync,
                                                                       ``etcdctl elect``
 readers-writer      ``<name>/read/<lease>-<16 hex>``,                  etcdsync
 lock                ``<name>/write/<lease>-<16 hex>``
-semaphore           ``<name>/<lease>-<16 hex>`` (+ ``<name>/limit``,   etcdsync
-                    a decimal, when the recipe records its limit)
+semaphore           ``<name>/<lease>-<16 hex>``, value = the limit     etcdsync
+                    (empty in keys of older versions)
 queue               ``<name>/<unix ns>``, no lease                     etcdsync, Go's
                                                                       ``recipe.Queue``
 priority queue      ``<name>/<5 digits>/<16 digits>``, no lease        etcdsync, Go's
@@ -30,17 +30,21 @@ queue               ``<name>/claims/<unix ns>`` (lease)
 double barrier      ``<name>/waiters/<unix ns>`` (lease),              etcdsync, Go's
                     ``<name>/ready``                                  ``recipe.DoubleBarrier``
 run-once lease      ``<name>/<slot>`` (a small number, lease)          etcdsync
+partitioner         ``<name>/members/<member id>`` (lease),            etcdsync
+                    ``<name>/owners/<item>`` (lease)
 ==================  ================================================  =====================
 
 A lock and an election share one layout (Go's): they are told apart by value - a
 queue whose keys all hold empty values is a lock, one where any key holds a value
 is an election.  So an election whose candidates all propose the empty string is
-shown as a lock.  A semaphore named ``x/read`` or ``x/write`` would look like half
-of a readers-writer lock ``x`` and is shown as one.  Queue receipts
-(``<lease>-<8 hex>``) and the priority queue's counters (``__<name>/...``) are
-bookkeeping: counted with the recipe, not shown.  Not recognisable by layout, and so
-counted as other keys: barriers (one plain key), counters (one key holding a number),
-STM (any keys).
+shown as a lock.  A group's members (``<name>/<lease>``, holding the announced
+value) have an election's layout too, and are shown as one (a partitioner's
+members are recognised by its ``owners`` keys beside them).  A semaphore named
+``x/read`` or ``x/write`` would look like half of a readers-writer lock ``x`` and
+is shown as one.  Queue receipts (``<lease>-<8 hex>``) and the priority queue's
+counters (``__<name>/...``) are bookkeeping: counted with the recipe, not shown.
+Not recognisable by layout, and so counted as other keys: barriers (one plain
+key), counters (one key holding a number), STM (any keys).
 
 **Ages.**  etcd keeps no timestamps, so a key's age cannot be read from etcd.  Each
 age is given in two honest measures: ``revisions``, the store's revision minus the
@@ -70,6 +74,7 @@ __all__ = [
     "Contender",
     "DoubleBarrierFinding",
     "LeaseOnceFinding",
+    "PartitionerFinding",
     "QueueFinding",
     "QueueLockFinding",
     "RWLockFinding",
@@ -89,7 +94,6 @@ _NANOS = re.compile(r"[0-9]{16,20}")  # time.time_ns() / Go's UnixNano()
 _PRIORITY = re.compile(r"[0-9]{5}")
 _SEQUENCE = re.compile(r"[0-9]{16}")
 _SLOT = re.compile(r"[0-9]{1,4}")
-_SEMAPHORE_LIMIT_LEAF = "limit"
 
 
 # --- input ---------------------------------------------------------------------------------
@@ -259,6 +263,16 @@ class LeaseOnceFinding:
 
 
 @dataclass(frozen=True)
+class PartitionerFinding:
+    """A partitioner: its live ``members`` (by join order) and the ``owners`` keys,
+    ``(item, owner key)``; an owner key's value is its owner's member id."""
+
+    name: str
+    members: tuple[Contender, ...]
+    owners: tuple[tuple[str, Contender], ...]
+
+
+@dataclass(frozen=True)
 class SessionFinding:
     """A lease seen behind keys under the prefix: its TTL left, granted TTL, every key
     it keeps alive (also those outside the prefix) and the role each of its keys
@@ -283,6 +297,7 @@ class Report:
     queues: tuple[QueueFinding, ...] = ()
     double_barriers: tuple[DoubleBarrierFinding, ...] = ()
     lease_once: tuple[LeaseOnceFinding, ...] = ()
+    partitioners: tuple[PartitionerFinding, ...] = ()
     sessions: tuple[SessionFinding, ...] = ()
     other_keys: int = 0
     other_examples: tuple[str, ...] = ()
@@ -370,7 +385,8 @@ def analyse(
     db_waiters: dict[str, list[KeyValue]] = defaultdict(list)
     db_ready: set[str] = set()
     slots: dict[str, list[tuple[int, KeyValue]]] = defaultdict(list)
-    maybe_limit: dict[str, KeyValue] = {}
+    members: dict[str, list[KeyValue]] = defaultdict(list)
+    owners: dict[str, list[KeyValue]] = defaultdict(list)
     bookkeeping: list[KeyValue] = []
     other: list[KeyValue] = []
 
@@ -381,6 +397,10 @@ def analyse(
         unique = _UNIQUE.fullmatch(leaf)
         if not parent:
             other.append(kv)
+        elif kv.lease and parent.endswith("/members"):
+            members[parent[: -len("/members")]].append(kv)  # a partitioner's, or a group's
+        elif kv.lease and parent.endswith("/owners"):
+            owners[parent[: -len("/owners")]].append(kv)
         elif lease_hex is not None and leaf == lease_hex:
             go_queues[parent].append(kv)
         elif unique is not None and unique.group(1) == lease_hex:
@@ -403,29 +423,33 @@ def analyse(
             db_waiters[parent[: -len("/waiters")]].append(kv)
         elif leaf == "ready" and not kv.lease:
             db_ready.add(parent)
-        elif _NANOS.fullmatch(leaf) and not kv.lease:
-            fifo[parent].append(kv)
         elif _SEQUENCE.fullmatch(leaf) and not kv.lease and _PRIORITY.fullmatch(_split(parent)[1]):
             grand, level = _split(parent)
             prio[grand].append((int(level), kv))
+        elif _NANOS.fullmatch(leaf) and not kv.lease:
+            fifo[parent].append(kv)
         elif _SLOT.fullmatch(leaf) and kv.lease:
             slots[parent].append((int(leaf), kv))
-        elif leaf == _SEMAPHORE_LIMIT_LEAF and not kv.lease:
-            maybe_limit[parent] = kv
         elif parent.startswith("__") or _split(parent)[0].startswith("__"):
             bookkeeping.append(kv)  # a priority queue's counter, a queue's receipts
         else:
             other.append(kv)
 
-    # A "ready" key or a "limit" key only counts with its recipe's other keys.
+    # A "ready" key only counts with a double barrier's waiters; "members" keys make a
+    # partitioner only with its "owners" (else they are a group, or an election's or a
+    # lock's queue, in Go's layout).
     for name in db_ready - set(db_waiters):
         other.extend(kv for kv in snapshot.kvs if _text(kv.key) == f"{name}/ready")
     db_ready &= set(db_waiters)
-    for name, kv in maybe_limit.items():
-        if name in sems and kv.value.strip().isdigit() and int(kv.value) > 0:
-            limits[name] = int(kv.value)
-        else:
-            other.append(kv)
+    for name in list(members):
+        if name in owners:
+            continue
+        for kv in members.pop(name):
+            leaf = _split(_text(kv.key))[1]
+            (go_queues[f"{name}/members"] if leaf == f"{kv.lease:x}" else other).append(kv)
+    for name in list(owners):
+        if name not in members:
+            other.extend(owners.pop(name))
 
     locks: list[QueueLockFinding] = []
     elections: list[QueueLockFinding] = []
@@ -470,7 +494,9 @@ def analyse(
     semaphores = []
     for name in sorted(sems):
         ordered_sem = tuple(a.contender(kv) for kv in _by_create(sems[name]))
-        limit = limits.get(name)
+        # Each key records its holder's limit (decimal value); older keys record none.
+        recorded = [int(c.value) for c in ordered_sem if c.value.isdigit() and int(c.value) > 0]
+        limit = recorded[0] if recorded else limits.get(name)
         sem = SemaphoreFinding(name, limit, ordered_sem)
         semaphores.append(sem)
         for i, c in enumerate(ordered_sem, 1):
@@ -521,6 +547,18 @@ def analyse(
         for i, c in taken:
             a.role(c.lease, c.key, f"lease_once {name}: slot {i}")
 
+    partitioners = []
+    for name in sorted(members):
+        joined = tuple(a.contender(kv) for kv in _by_create(members[name]))
+        owned = tuple(
+            (_split(c.key)[1], c) for c in (a.contender(kv) for kv in _by_create(owners[name]))
+        )
+        partitioners.append(PartitionerFinding(name, joined, owned))
+        for c in joined:
+            a.role(c.lease, c.key, f"partitioner {name}: member")
+        for item, c in owned:
+            a.role(c.lease, c.key, f"partitioner {name}: owner of {item}")
+
     for kv in bookkeeping:
         a.role(kv.lease, _text(kv.key), "bookkeeping")
 
@@ -550,6 +588,7 @@ def analyse(
         queues=tuple(queues),
         double_barriers=tuple(barriers),
         lease_once=tuple(once),
+        partitioners=tuple(partitioners),
         sessions=tuple(sessions),
         other_keys=len(other),
         other_examples=tuple(sorted(_text(kv.key) for kv in other)[:5]),

@@ -140,6 +140,14 @@ def to_json(report: Report, *, watching: bool = False) -> dict[str, Any]:
             {"name": f.name, "slots": [j.contender(c, slot=i) for i, c in f.slots]}
             for f in report.lease_once
         ],
+        "partitioners": [
+            {
+                "name": f.name,
+                "members": j.many(f.members),
+                "owners": [j.contender(c, item=item) for item, c in f.owners],
+            }
+            for f in report.partitioners
+        ],
         "sessions": [_session_json(s) for s in report.sessions],
         "other_keys": report.other_keys,
     }
@@ -351,6 +359,27 @@ def tables(report: Report) -> list[Table]:
             for i, c in lo.slots:
                 t.add(lo.name, str(i), _value(c.value), lease(c), _ttl(sessions, c.lease))
         out.append(t)
+    if report.partitioners:
+        t = Table(
+            "Partitioners", ["partitioner", "member", "value", "lease", "ttl left", "items owned"]
+        )
+        for pf in report.partitioners:
+            owned: dict[int, list[str]] = {}
+            for item, c in pf.owners:
+                owned.setdefault(c.lease, []).append(item)
+            for c in pf.members:
+                items = owned.get(c.lease, [])
+                t.add(
+                    pf.name,
+                    _under(c.key, pf.name + "/members"),
+                    _value(c.value),
+                    lease(c),
+                    _ttl(sessions, c.lease),
+                    f"{len(items)}: " + ", ".join(items[:8]) + (", ..." if len(items) > 8 else "")
+                    if items
+                    else "0",
+                )
+        out.append(t)
     if report.sessions:
         t = Table("Sessions (leases)", ["lease", "ttl left", "keys kept alive", "roles"])
         for s in report.sessions:
@@ -388,6 +417,7 @@ def _summary(report: Report) -> str:
             report.queues,
             report.double_barriers,
             report.lease_once,
+            report.partitioners,
             report.sessions,
         )
     ):
@@ -417,7 +447,8 @@ def _plain_table(t: Table) -> list[str]:
             widths[i] = max(widths[i], *(len(line) for line in cell))
     out = [
         t.title,
-        "  " + "  ".join(c.upper().ljust(w) for c, w in zip(t.columns, widths, strict=True)),
+        "  "
+        + "  ".join(c.upper().ljust(w) for c, w in zip(t.columns, widths, strict=True)).rstrip(),
     ]
     for row in lines_rows:
         height = max(len(cell) for cell in row)
