@@ -313,6 +313,7 @@ def test_json_semaphore_rwlock_and_sessions(etcd_endpoint: str, prefix: str) -> 
 
 # --- inspect --watch in a pseudo-terminal ---------------------------------------------------
 
+_CLEAR = "\x1b[H\x1b[2J"  # inspect --watch starts each screen with it
 _ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]|\x1b[()][0-9A-Za-z]")
 
 
@@ -346,7 +347,8 @@ class _Terminal:
 
     def frames(self) -> list[tuple[float, str]]:
         """Each complete screen drawn so far (the text between two clears, ANSI codes
-        removed) with the time its last byte arrived."""
+        removed) with the time its last byte arrived (the last screen counts once the
+        output has been quiet for 0.3 s)."""
         with self._lock:
             chunks = list(self.chunks)
         text, ends = "", []
@@ -354,12 +356,12 @@ class _Terminal:
             text += chunk
             ends.append((len(text), t))
         out: list[tuple[float, str]] = []
-        starts = [m.end() for m in re.finditer(re.escape("\x1b[2J"), text)]
+        starts = [m.end() for m in re.finditer(re.escape(_CLEAR), text)]
         quiet = bool(chunks) and time.time() - chunks[-1][0] > 0.3
         for begin, end in zip(starts, [*starts[1:], None], strict=False):
             if end is None and not quiet:
                 continue  # the last frame may still be arriving
-            stop = len(text) if end is None else end - len("\x1b[2J")
+            stop = len(text) if end is None else end - len(_CLEAR)
             arrived = next(t for offset, t in ends if offset >= stop)
             out.append((arrived, _ANSI.sub("", text[begin:stop])))
         return out
