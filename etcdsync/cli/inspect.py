@@ -183,7 +183,7 @@ def _watch(
             changed = view.wait(args.tick)
             while changed and view.wait(0):  # apply whatever else already arrived
                 pass
-            while not changed and args.json:  # JSON lines: one per change, not per tick
+            while not changed and not screen.live():  # a pipe gets one per change, not per tick
                 changed = view.wait(args.tick)
     finally:
         view.close()
