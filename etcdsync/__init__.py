@@ -28,6 +28,9 @@ _EXPORTS: dict[str, str] = {
     "AsyncReadLock": "._async.concurrency.rwlock",
     "AsyncWriteLock": "._async.concurrency.rwlock",
     "AsyncSemaphore": "._async.concurrency.semaphore",
+    "AsyncGroup": "._async.concurrency.group",
+    "AsyncGroupWatch": "._async.concurrency.group_watch",
+    "AsyncPartitioner": "._async.concurrency.partitioner",
     "AsyncClaim": "._async.concurrency.locking_queue",
     "AsyncLockingQueue": "._async.concurrency.locking_queue",
     "AsyncPriorityQueue": "._async.concurrency.priority_queue",
@@ -55,6 +58,9 @@ _EXPORTS: dict[str, str] = {
     "ReadLock": "._sync.concurrency.rwlock",
     "WriteLock": "._sync.concurrency.rwlock",
     "Semaphore": "._sync.concurrency.semaphore",
+    "Group": "._sync.concurrency.group",
+    "GroupWatch": "._sync.concurrency.group_watch",
+    "Partitioner": "._sync.concurrency.partitioner",
     "Claim": "._sync.concurrency.locking_queue",
     "LockingQueue": "._sync.concurrency.locking_queue",
     "PriorityQueue": "._sync.concurrency.priority_queue",
@@ -88,6 +94,11 @@ _EXPORTS: dict[str, str] = {
     "LeaseTimeToLive": ".lease_types",
     "Isolation": ".stm_types",
     "QueueItem": ".queue_types",
+    "GroupMember": ".group_types",
+    "MembershipEvent": ".group_types",
+    "MembershipEventType": ".group_types",
+    "OwnershipChange": ".group_types",
+    "OwnershipChangeType": ".group_types",
     "CompactResponse": ".models",
     "DeleteResponse": ".models",
     "GetResponse": ".models",
@@ -141,12 +152,15 @@ if TYPE_CHECKING:
     from ._async.concurrency.election_observer import (
         AsyncElectionObserver as AsyncElectionObserver,
     )
+    from ._async.concurrency.group import AsyncGroup as AsyncGroup
+    from ._async.concurrency.group_watch import AsyncGroupWatch as AsyncGroupWatch
     from ._async.concurrency.lease_once import AsyncLeaseOnce as AsyncLeaseOnce
     from ._async.concurrency.locking_queue import AsyncClaim as AsyncClaim
     from ._async.concurrency.locking_queue import AsyncLockingQueue as AsyncLockingQueue
     from ._async.concurrency.mutex import (
         AsyncMutex as AsyncMutex,
     )
+    from ._async.concurrency.partitioner import AsyncPartitioner as AsyncPartitioner
     from ._async.concurrency.priority_queue import AsyncPriorityQueue as AsyncPriorityQueue
     from ._async.concurrency.queue import AsyncQueue as AsyncQueue
     from ._async.concurrency.queue_lock import (
@@ -204,12 +218,15 @@ if TYPE_CHECKING:
     from ._sync.concurrency.election_observer import (
         ElectionObserver as ElectionObserver,
     )
+    from ._sync.concurrency.group import Group as Group
+    from ._sync.concurrency.group_watch import GroupWatch as GroupWatch
     from ._sync.concurrency.lease_once import LeaseOnce as LeaseOnce
     from ._sync.concurrency.locking_queue import Claim as Claim
     from ._sync.concurrency.locking_queue import LockingQueue as LockingQueue
     from ._sync.concurrency.mutex import (
         Mutex as Mutex,
     )
+    from ._sync.concurrency.partitioner import Partitioner as Partitioner
     from ._sync.concurrency.priority_queue import PriorityQueue as PriorityQueue
     from ._sync.concurrency.queue import Queue as Queue
     from ._sync.concurrency.queue_lock import (
@@ -282,6 +299,11 @@ if TYPE_CHECKING:
     from .config_types import (
         ConfigSnapshot as ConfigSnapshot,
     )
+    from .group_types import GroupMember as GroupMember
+    from .group_types import MembershipEvent as MembershipEvent
+    from .group_types import MembershipEventType as MembershipEventType
+    from .group_types import OwnershipChange as OwnershipChange
+    from .group_types import OwnershipChangeType as OwnershipChangeType
     from .lease_types import (
         Lease as Lease,
     )

@@ -50,6 +50,9 @@ __all__ = [
     "EtcdError",
     "ForkedClientError",
     "FutureRevisionError",
+    "GroupError",
+    "GroupMemberExistsError",
+    "GroupTimeout",
     "InternalServerError",
     "InvalidAuthTokenError",
     "InvalidRequest",
@@ -65,11 +68,17 @@ __all__ = [
     "MemberExistsError",
     "MemberNotFoundError",
     "MemberNotLearnerError",
+    "MembershipLostError",
     "NoLeaderElectedError",
     "NoLeaderError",
     "NotElectedError",
     "NotGrantedError",
     "NotLeaderError",
+    "NotMemberError",
+    "NotOwnerError",
+    "OwnershipLostError",
+    "PartitionerError",
+    "PartitionerTimeout",
     "PermissionDeniedError",
     "QueueError",
     "QueueOutcomeUnknownError",
@@ -499,6 +508,85 @@ class ClaimLostError(QueueError):
     """The claim on an at-least-once queue item ended before ``consume()``: its
     session's lease expired or was revoked, or it was released.  Nothing was
     deleted; the item is (or was) available to other consumers again."""
+
+
+# --- recipes: groups and partitioners ---------------------------------------------
+
+
+class GroupError(EtcdError):
+    """A group membership was misused or failed."""
+
+
+class GroupTimeout(GroupError, Timeout):
+    """A group call (``join()``, ``leave()``, a membership watch's ``get()``) did
+    not complete within its timeout.  A timed-out ``join()`` left no member key
+    behind (or its key goes with the lease)."""
+
+
+class GroupMemberExistsError(GroupError):
+    """``join()`` found its member id taken by another member: another process, or
+    another group object of this process.  ``member_id`` is the id."""
+
+    def __init__(self, message: str, *, member_id: str | None = None, **kw: str | None) -> None:
+        super().__init__(message, **kw)
+        self.member_id = member_id
+
+
+class NotMemberError(GroupError):
+    """This group object is not a member: it never joined, it left, or it lost its
+    membership.  Raised by ``update()`` and ``is_member_compare()``."""
+
+
+class MembershipLostError(NotMemberError):
+    """A membership ended without a ``leave()``.
+
+    ``reason`` says why: ``"session ended"`` (the lease expired, was revoked or
+    could not be renewed; the cause is chained) or ``"key deleted"`` (someone
+    deleted the member key).  The other members see this member leave.
+    """
+
+    def __init__(self, message: str, *, reason: str | None = None, **kw: str | None) -> None:
+        super().__init__(message, **kw)
+        self.reason = reason
+
+
+class PartitionerError(EtcdError):
+    """A partitioner was misused or failed."""
+
+
+class PartitionerTimeout(PartitionerError, Timeout):
+    """``start()``, ``wait_stable()`` or a change iterator's ``get()`` did not
+    complete within its timeout."""
+
+
+class NotOwnerError(PartitionerError):
+    """This partitioner does not own ``item`` (never acquired, handed over, or lost):
+    raised by ``is_owner(item)``, ``fencing_token(item)`` and ``guarded_txn(item, ...)``."""
+
+    def __init__(self, message: str, *, item: str | None = None, **kw: str | None) -> None:
+        super().__init__(message, **kw)
+        self.item = item
+
+
+class OwnershipLostError(NotOwnerError):
+    """The ownership of ``item`` ended without a hand-over.
+
+    ``reason``: ``"session ended"`` (the member's lease is gone: every owner key
+    went with it), ``"key deleted"`` (someone deleted the owner key, or a guarded
+    write found it gone) or ``"membership lost"`` (the member key was deleted).
+    Another member may own the item already.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        item: str | None = None,
+        reason: str | None = None,
+        **kw: str | None,
+    ) -> None:
+        super().__init__(message, item=item, **kw)
+        self.reason = reason
 
 
 # --- cluster membership -------------------------------------------------------

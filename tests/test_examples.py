@@ -16,6 +16,7 @@ SCRIPTS = [
     "election.py",
     "lock.py",
     "namespaces.py",
+    "partitioned_workers.py",
     "quickstart.py",
     "stm_transfer.py",
     "work_queue.py",

@@ -21,9 +21,11 @@ from .concurrency.config import AsyncConfigWatcher, Decoder, Validator
 from .concurrency.counter import AsyncCounter
 from .concurrency.double_barrier import AsyncDoubleBarrier
 from .concurrency.election import AsyncElection
+from .concurrency.group import AsyncGroup
 from .concurrency.lease_once import AsyncLeaseOnce, acquire_lease_once
 from .concurrency.locking_queue import AsyncLockingQueue
 from .concurrency.mutex import AsyncMutex
+from .concurrency.partitioner import AsyncPartitioner
 from .concurrency.priority_queue import AsyncPriorityQueue
 from .concurrency.queue import AsyncQueue
 from .concurrency.recipe_client import AsyncRecipeClient
@@ -223,6 +225,36 @@ class AsyncRecipesAPI:
         session's lease), ``consume()`` deletes it, ``release()`` hands it back; a dead
         consumer's claim ends with its lease and the item is served again."""
         return AsyncLockingQueue(self, name, session=session, ttl=ttl)
+
+    def group(
+        self: AsyncRecipeClient,
+        name: str,
+        *,
+        ttl: int | None = None,
+        session: AsyncSession | None = None,
+    ) -> AsyncGroup:
+        """The group ``name``: ``join(value)`` a lease-bound member key
+        ``<name>/<member id>``, ``members()``, ``watch()`` the joins and leaves,
+        ``leave()``.  See ``recipes_docs/group.md``."""
+        return AsyncGroup(self, name, ttl=ttl, session=session)
+
+    def partitioner(
+        self: AsyncRecipeClient,
+        name: str,
+        items: Iterable[str],
+        *,
+        ttl: int | None = None,
+        session: AsyncSession | None = None,
+        member_id: str | None = None,
+        value: str | bytes = b"",
+    ) -> AsyncPartitioner:
+        """A member of the partitioner ``name``: once started, it owns its share of
+        ``items`` (rendezvous hashing over the live members), each item fenced by a
+        lease-bound owner key, handed over on joins and leaves so that no item is
+        ever owned by two members.  See ``recipes_docs/partitioner.md``."""
+        return AsyncPartitioner(
+            self, name, items, ttl=ttl, session=session, member_id=member_id, value=value
+        )
 
     def config(
         self: AsyncRecipeClient,

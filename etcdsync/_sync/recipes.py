@@ -22,9 +22,11 @@ from .concurrency.config import ConfigWatcher, Decoder, Validator
 from .concurrency.counter import Counter
 from .concurrency.double_barrier import DoubleBarrier
 from .concurrency.election import Election
+from .concurrency.group import Group
 from .concurrency.lease_once import LeaseOnce, acquire_lease_once
 from .concurrency.locking_queue import LockingQueue
 from .concurrency.mutex import Mutex
+from .concurrency.partitioner import Partitioner
 from .concurrency.priority_queue import PriorityQueue
 from .concurrency.queue import Queue
 from .concurrency.recipe_client import RecipeClient
@@ -224,6 +226,36 @@ class RecipesAPI:
         session's lease), ``consume()`` deletes it, ``release()`` hands it back; a dead
         consumer's claim ends with its lease and the item is served again."""
         return LockingQueue(self, name, session=session, ttl=ttl)
+
+    def group(
+        self: RecipeClient,
+        name: str,
+        *,
+        ttl: int | None = None,
+        session: Session | None = None,
+    ) -> Group:
+        """The group ``name``: ``join(value)`` a lease-bound member key
+        ``<name>/<member id>``, ``members()``, ``watch()`` the joins and leaves,
+        ``leave()``.  See ``recipes_docs/group.md``."""
+        return Group(self, name, ttl=ttl, session=session)
+
+    def partitioner(
+        self: RecipeClient,
+        name: str,
+        items: Iterable[str],
+        *,
+        ttl: int | None = None,
+        session: Session | None = None,
+        member_id: str | None = None,
+        value: str | bytes = b"",
+    ) -> Partitioner:
+        """A member of the partitioner ``name``: once started, it owns its share of
+        ``items`` (rendezvous hashing over the live members), each item fenced by a
+        lease-bound owner key, handed over on joins and leaves so that no item is
+        ever owned by two members.  See ``recipes_docs/partitioner.md``."""
+        return Partitioner(
+            self, name, items, ttl=ttl, session=session, member_id=member_id, value=value
+        )
 
     def config(
         self: RecipeClient,
