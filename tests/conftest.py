@@ -31,3 +31,15 @@ def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
 def prefix(request: pytest.FixtureRequest) -> str:
     """A key prefix no other test (of either flavour) uses on the shared server."""
     return f"{request.node.nodeid}/{uuid.uuid4().hex[:8]}/"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark the multi-process scenarios (``tests/test_*_processes.py``) ``processes``.
+
+    They prove exclusion and exactly-once delivery across real processes and take most
+    of the suite's time; CI runs them on its main leg and deselects them
+    (``-m "not processes"``) on the legs that check other Pythons and dependency ends.
+    """
+    for item in items:
+        if item.path.name.endswith("_processes.py"):
+            item.add_marker(pytest.mark.processes)
