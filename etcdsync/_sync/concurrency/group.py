@@ -252,7 +252,7 @@ class Group(HeldResource[errors.MembershipLostError]):
 
     def _join(self, value: bytes, member_id: str | None, deadline: Deadline) -> GroupMember:
         session, key = self._enter(member_id)
-        created = False
+        created = True  # a key of ours may exist from here on (even if the txn fails)
         try:
             response = self._client.txn(
                 [Compare.create_revision(key) == 0],
@@ -260,7 +260,6 @@ class Group(HeldResource[errors.MembershipLostError]):
                 [Op.get(key)],
                 timeout=deadline.rpc_timeout(),
             )
-            created = True  # from here on a key of ours may exist
             if response.succeeded:
                 kv = KeyValue(key, value, response.revision, response.revision, 1, session.lease_id)
             else:
