@@ -102,7 +102,7 @@ def test_member_serving_the_watch_restarted_during_writes(
             15,
             "the ConfigWatcher to converge",
         )
-        reconnects = etcd._watch_streams[False].reconnects
+        reconnects = etcd._watch_stream(False).reconnects
         stop.set()
         async_events = async_actor.result(15)
         config.stop()
