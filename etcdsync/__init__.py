@@ -40,6 +40,8 @@ _EXPORTS: dict[str, str] = {
     "AsyncSTM": "._async.concurrency.stm",
     "AsyncCounter": "._async.concurrency.counter",
     "AsyncLeaseOnce": "._async.concurrency.lease_once",
+    "AsyncLeadership": "._async.concurrency.leadership",
+    "AsyncTerm": "._async.concurrency.leadership",
     "AsyncSession": "._async.concurrency.session",
     "AsyncKeepAlive": "._async.keepalive",
     "AsyncLeaderObserver": "._async.server_recipes",
@@ -70,6 +72,8 @@ _EXPORTS: dict[str, str] = {
     "STM": "._sync.concurrency.stm",
     "Counter": "._sync.concurrency.counter",
     "LeaseOnce": "._sync.concurrency.lease_once",
+    "Leadership": "._sync.concurrency.leadership",
+    "Term": "._sync.concurrency.leadership",
     "Session": "._sync.concurrency.session",
     "KeepAlive": "._sync.keepalive",
     "LeaderObserver": "._sync.server_recipes",
@@ -88,6 +92,8 @@ _EXPORTS: dict[str, str] = {
     "PermissionType": ".admin_types",
     "Status": ".admin_types",
     "ConfigSnapshot": ".config_types",
+    "HeldLock": ".locked_types",
+    "current_lock": ".locked_types",
     "Lease": ".lease_types",
     "LeaseKeepAliveResult": ".lease_types",
     "LeaseLostReason": ".lease_types",
@@ -154,6 +160,8 @@ if TYPE_CHECKING:
     )
     from ._async.concurrency.group import AsyncGroup as AsyncGroup
     from ._async.concurrency.group_watch import AsyncGroupWatch as AsyncGroupWatch
+    from ._async.concurrency.leadership import AsyncLeadership as AsyncLeadership
+    from ._async.concurrency.leadership import AsyncTerm as AsyncTerm
     from ._async.concurrency.lease_once import AsyncLeaseOnce as AsyncLeaseOnce
     from ._async.concurrency.locking_queue import AsyncClaim as AsyncClaim
     from ._async.concurrency.locking_queue import AsyncLockingQueue as AsyncLockingQueue
@@ -220,6 +228,8 @@ if TYPE_CHECKING:
     )
     from ._sync.concurrency.group import Group as Group
     from ._sync.concurrency.group_watch import GroupWatch as GroupWatch
+    from ._sync.concurrency.leadership import Leadership as Leadership
+    from ._sync.concurrency.leadership import Term as Term
     from ._sync.concurrency.lease_once import LeaseOnce as LeaseOnce
     from ._sync.concurrency.locking_queue import Claim as Claim
     from ._sync.concurrency.locking_queue import LockingQueue as LockingQueue
@@ -316,6 +326,8 @@ if TYPE_CHECKING:
     from .lease_types import (
         LeaseTimeToLive as LeaseTimeToLive,
     )
+    from .locked_types import HeldLock as HeldLock
+    from .locked_types import current_lock as current_lock
     from .models import (
         CompactResponse as CompactResponse,
     )

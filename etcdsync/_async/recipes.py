@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TypeVar
+from typing import ParamSpec, TypeVar
 
 from ..lease_types import LeaseLike
 from ..stm_types import Isolation
@@ -23,6 +23,7 @@ from .concurrency.double_barrier import AsyncDoubleBarrier
 from .concurrency.election import AsyncElection
 from .concurrency.group import AsyncGroup
 from .concurrency.lease_once import AsyncLeaseOnce, acquire_lease_once
+from .concurrency.locked import locked as locked_function
 from .concurrency.locking_queue import AsyncLockingQueue
 from .concurrency.mutex import AsyncMutex
 from .concurrency.partitioner import AsyncPartitioner
@@ -36,6 +37,7 @@ from .concurrency.stm import DEFAULT_RETRIES, AsyncSTM, run_stm
 from .protocol import AsyncKVClient
 
 _T = TypeVar("_T")
+_P = ParamSpec("_P")
 
 
 class AsyncRecipesAPI:
@@ -255,6 +257,24 @@ class AsyncRecipesAPI:
         return AsyncPartitioner(
             self, name, items, ttl=ttl, session=session, member_id=member_id, value=value
         )
+
+    def locked(
+        self: AsyncRecipeClient,
+        name: str,
+        *,
+        ttl: int | None = None,
+        timeout: float | None = None,
+        session: AsyncSession | None = None,
+    ) -> Callable[[Callable[_P, Awaitable[_T]]], Callable[_P, Awaitable[_T]]]:
+        """A decorator: each call of the ``async def`` function runs holding
+        ``etcd.lock(name)`` (a lock object per call), released when it returns.
+
+        A lock not acquired within ``timeout`` seconds raises
+        :class:`~etcdsync.errors.LockTimeout` and the body does not run.  The body
+        reads the held lock - its fencing token - with
+        :func:`etcdsync.current_lock`.  See ``recipes_docs/mutex.md``.
+        """
+        return locked_function(self, name, ttl=ttl, timeout=timeout, session=session)
 
     def config(
         self: AsyncRecipeClient,

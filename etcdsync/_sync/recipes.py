@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import datetime
 from collections.abc import Awaitable, Callable, Iterable
-from typing import TypeVar
+from typing import ParamSpec, TypeVar
 
 from ..lease_types import LeaseLike
 from ..stm_types import Isolation
@@ -24,6 +24,7 @@ from .concurrency.double_barrier import DoubleBarrier
 from .concurrency.election import Election
 from .concurrency.group import Group
 from .concurrency.lease_once import LeaseOnce, acquire_lease_once
+from .concurrency.locked import locked as locked_function
 from .concurrency.locking_queue import LockingQueue
 from .concurrency.mutex import Mutex
 from .concurrency.partitioner import Partitioner
@@ -37,6 +38,7 @@ from .concurrency.stm import DEFAULT_RETRIES, STM, run_stm
 from .protocol import KVClient
 
 _T = TypeVar("_T")
+_P = ParamSpec("_P")
 
 
 class RecipesAPI:
@@ -256,6 +258,24 @@ class RecipesAPI:
         return Partitioner(
             self, name, items, ttl=ttl, session=session, member_id=member_id, value=value
         )
+
+    def locked(
+        self: RecipeClient,
+        name: str,
+        *,
+        ttl: int | None = None,
+        timeout: float | None = None,
+        session: Session | None = None,
+    ) -> Callable[[Callable[_P, _T]], Callable[_P, _T]]:
+        """A decorator: each call of the ``def`` function runs holding
+        ``etcd.lock(name)`` (a lock object per call), released when it returns.
+
+        A lock not acquired within ``timeout`` seconds raises
+        :class:`~etcdsync.errors.LockTimeout` and the body does not run.  The body
+        reads the held lock - its fencing token - with
+        :func:`etcdsync.current_lock`.  See ``recipes_docs/mutex.md``.
+        """
+        return locked_function(self, name, ttl=ttl, timeout=timeout, session=session)
 
     def config(
         self: RecipeClient,

@@ -13,9 +13,9 @@ could lead.  A term's loss is reported by the model of :mod:`.holding`
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from ... import errors
 from ..._backends._async import spawn
@@ -27,6 +27,7 @@ from ...watch_types import EventType
 from ._waiting import session_error, wait_for_deletes
 from .election_observer import AsyncElectionObserver
 from .holding import AsyncHeldResource
+from .leadership import AsyncLeadership, AsyncTerm, run_leadership
 from .recipe_client import AsyncRecipeClient
 from .session import DEFAULT_SESSION_TTL, AsyncSession
 
@@ -39,6 +40,8 @@ log = logging.getLogger("etcdsync.election")
 
 LostCallback = Callable[[errors.LeadershipLostError], Any]
 """Called with a :class:`~etcdsync.errors.LeadershipLostError` when a term is lost."""
+
+_R = TypeVar("_R")
 
 
 class AsyncElection(AsyncHeldResource[errors.LeadershipLostError]):
@@ -462,6 +465,51 @@ class AsyncElection(AsyncHeldResource[errors.LeadershipLostError]):
         with self._state_lock:
             term = self._term
         await self._withdraw(term, strict=True)
+
+    # --- leader-only work (recipes_docs/leadership.md; the logic is in .leadership) ------
+
+    def leadership(self, value: str | bytes, *, timeout: float | None = None) -> AsyncLeadership:
+        """``async with election.leadership(value) as term:`` - campaign on entry (raising
+        :class:`~etcdsync.errors.ElectionTimeout` after ``timeout`` seconds, the body
+        not run), resign on exit.  ``term`` is an :class:`~.leadership.AsyncTerm`: the
+        fencing token ``term.revision``, ``term.lost`` (this term's own event),
+        ``term.check()`` and ``term.guarded_txn()``.  The body is not interrupted
+        when the term is lost: check ``term.lost`` (or use :meth:`run`).
+        """
+        return AsyncLeadership(self, value, timeout=timeout)
+
+    async def run(
+        self,
+        work: Callable[[AsyncTerm], Awaitable[_R]],
+        value: str | bytes,
+        *,
+        timeout: float | None = None,
+        forever: bool = False,
+        install_signal_handlers: bool = False,
+    ) -> _R | None:
+        """Campaign, run ``await work(term)`` while leading, resign when it ends.
+
+        Returns what ``work`` returned.  In the asyncio client the work runs in a
+        task of its own, **cancelled** as soon as the term is known lost; in the
+        sync client it runs in the calling thread and learns of a loss through
+        ``term.lost`` / ``term.check()``.  A lost term raises
+        :class:`~etcdsync.errors.LeadershipLostError` - unless ``forever``: then
+        the election is campaigned for again (with a backoff, through ended
+        sessions and outages) until the work returns or raises on its own.
+        ``timeout`` bounds the campaign (not with ``forever``).  With
+        ``install_signal_handlers`` (the main thread, or its event loop) the
+        first SIGTERM or SIGINT stops the work, resigns and makes ``run()`` return
+        None.  See ``recipes_docs/leadership.md``.
+        """
+        return await run_leadership(
+            self,
+            work,
+            value,
+            timeout=timeout,
+            forever=forever,
+            install_signal_handlers=install_signal_handlers,
+            fixed_session=self._given_session is not None,
+        )
 
     # --- observing ---------------------------------------------------------------------
 
