@@ -14,21 +14,30 @@ class ConfigSnapshot(Mapping[str, Any]):
     Keys are relative to the watched prefix (``"db/port"`` for
     ``services/api/db/port`` under ``services/api/``); values are decoded.
     ``revision`` is the store revision the snapshot reflects: every change up to
-    it is included, none after it.  A snapshot never changes; the watcher
-    replaces it with a new one.  Decoded values (e.g. JSON objects) are shared
-    between the snapshot and its readers: treat them as read-only too.
+    it is included, none after it.  ``value`` is the model instance built from
+    it when the watcher has a ``model=`` (None otherwise).  A snapshot never
+    changes; the watcher replaces it with a new one.  Decoded values (e.g. JSON
+    objects) are shared between the snapshot and its readers: treat them as
+    read-only too.
     """
 
-    __slots__ = ("_data", "_revision")
+    __slots__ = ("_data", "_revision", "_value")
 
-    def __init__(self, data: Mapping[str, Any], revision: int) -> None:
+    def __init__(self, data: Mapping[str, Any], revision: int, value: Any = None) -> None:
         self._data = dict(data)
         self._revision = revision
+        self._value = value
 
     @property
     def revision(self) -> int:
         """The store revision this snapshot reflects."""
         return self._revision
+
+    @property
+    def value(self) -> Any:
+        """The model instance built from this snapshot (``config(..., model=...)``),
+        or None when the watcher has no model."""
+        return self._value
 
     def __getitem__(self, key: str) -> Any:
         return self._data[key]

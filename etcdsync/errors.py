@@ -371,8 +371,9 @@ class ConfigValidationError(ConfigError, ValueError):
     """A state of a live config was rejected; the last good config stays in force.
 
     ``revision`` is the store revision of the rejected state; ``keys`` the keys
-    (relative to the prefix) whose values failed to decode, empty when the
-    validator refused the whole snapshot (its exception is chained as the cause).
+    (relative to the prefix) whose values failed to decode or did not fit the
+    ``model=``, empty when the validator refused the whole snapshot.  The
+    decoder's, model's or validator's exception is chained as the cause.
     """
 
     def __init__(

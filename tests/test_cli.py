@@ -298,7 +298,7 @@ def test_config_get_and_watch_print_snapshots_with_revisions(
 ) -> None:
     with Client(etcd_endpoint) as etcd:
         etcd.put(f"{prefix}cfg/port", "8080")
-        written = etcd.put(f"{prefix}cfg/color", "blue").revision
+        written = etcd.put(f"{prefix}cfg/color", '"blue"').revision  # JSON, as decoded by default
         result = run_cli("config", "get", f"{prefix}cfg/", endpoint=etcd_endpoint)
         assert result.returncode == 0, result.stderr
         snapshot = json.loads(result.stdout)

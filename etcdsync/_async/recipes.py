@@ -14,6 +14,7 @@ import datetime
 from collections.abc import Awaitable, Callable, Iterable
 from typing import ParamSpec, TypeVar
 
+from ..codecs import DEFAULT_DECODER
 from ..lease_types import LeaseLike
 from ..stm_types import Isolation
 from .concurrency.barrier import AsyncBarrier
@@ -280,12 +281,17 @@ class AsyncRecipesAPI:
         self: AsyncRecipeClient,
         prefix: str,
         *,
-        decode: str | Decoder = "json",
+        decode: str | Decoder = DEFAULT_DECODER,
         validate: Validator | None = None,
         page_size: int = 1000,
+        model: object = None,
     ) -> AsyncConfigWatcher:
         """A live view of the keys under ``prefix``; ``await watcher.start()`` (or
-        ``async with``) loads the snapshot and follows every change."""
+        ``async with``) loads the snapshot and follows every change.
+
+        With ``model`` (a dataclass, or a class with pydantic's ``model_validate``)
+        each state becomes one instance - ``watcher.value``, ``snapshot.value`` -
+        its keys nested on ``/``.  See ``recipes_docs/config.md``."""
         return AsyncConfigWatcher(
-            self, prefix, decode=decode, validate=validate, page_size=page_size
+            self, prefix, decode=decode, validate=validate, page_size=page_size, model=model
         )

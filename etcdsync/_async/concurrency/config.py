@@ -27,7 +27,8 @@ from ..._backends._async import Event, StateLock, Task, run_callback, spawn, wai
 from ..._callbacks import call_callback
 from ..._deadline import Deadline
 from ..._keys import to_key
-from ...codecs import Decoder, resolve_decoder
+from ...codecs import DEFAULT_DECODER, Decoder, resolve_decoder
+from ...config_model_types import error_keys, resolve_model
 from ...config_types import ConfigSnapshot, Validator
 from .mirror import AsyncPrefixMirror
 from .recipe_client import AsyncRecipeClient
@@ -84,9 +85,13 @@ class AsyncConfigWatcher:
     :class:`~etcdsync.config_types.ConfigSnapshot`: an immutable mapping from key
     (relative to the prefix) to decoded value, with the ``revision`` it reflects.
 
-    ``decode`` turns stored bytes into values: ``"json"`` (default), ``"text"``,
-    ``"raw"`` or any ``callable(bytes)``.  ``validate(snapshot)`` vets each new
-    state as a whole: raising (or returning ``False``) rejects it.  A state that
+    ``decode`` turns stored bytes into values: ``"json"`` (default), ``"auto"``,
+    ``"text"``, ``"raw"`` or any ``callable(bytes)``.  ``model`` (a dataclass, or
+    a class with pydantic's ``model_validate``) makes each state one typed
+    instance, built once per state from its keys nested on ``/`` (``db/host`` is
+    ``value.db.host``): :attr:`value` and each snapshot's ``.value``
+    (:mod:`etcdsync.config_model_types`).  ``validate(snapshot)`` vets each new
+    state as a whole, after the model: raising (or returning ``False``) rejects it.  A state that
     fails to decode or validate is not applied: the last good snapshot stays,
     the reason is kept in :attr:`rejected`, :attr:`last_error` and
     :attr:`errors`, and the :meth:`on_error` callbacks are called.  A later
@@ -102,9 +107,10 @@ class AsyncConfigWatcher:
         client: AsyncRecipeClient,
         prefix: str | bytes,
         *,
-        decode: str | Decoder = "json",
+        decode: str | Decoder = DEFAULT_DECODER,
         validate: Validator | None = None,
         page_size: int = 1000,
+        model: object = None,
     ) -> None:
         if validate is not None and not callable(validate):
             raise errors.InvalidRequest(f"validate must be callable, got {validate!r}")
@@ -113,6 +119,8 @@ class AsyncConfigWatcher:
         self._prefix = to_key(prefix)
         self._decode = resolve_decoder(decode)
         self._validate = validate
+        self._model = model
+        self._build = None if model is None else resolve_model(model)
         # The mirrored bytes: touched only by start() and then the background task/thread.
         self._mirror = AsyncPrefixMirror(client, self._prefix, page_size=page_size)
         # State shared with user threads (sync flavour); sections never wait.
@@ -149,6 +157,12 @@ class AsyncConfigWatcher:
     def revision(self) -> int:
         """The revision of the current snapshot."""
         return self.snapshot.revision
+
+    @property
+    def value(self) -> Any:
+        """The model instance of the current snapshot (``model=``), else None;
+        raises ConfigError before :meth:`start`."""
+        return self.snapshot.value
 
     @property
     def reloads(self) -> int:
@@ -249,7 +263,18 @@ class AsyncConfigWatcher:
             )
             error.__cause__ = next(iter(bad.values()))
             raise error
-        snapshot = ConfigSnapshot(values, revision)
+        instance = None
+        if self._build is not None:
+            try:
+                instance = self._build(values)
+            except Exception as exc:
+                raise errors.ConfigValidationError(
+                    f"config {self.prefix!r} at revision {revision} does not fit the model "
+                    f"{getattr(self._model, '__name__', self._model)}: {exc}",
+                    revision=revision,
+                    keys=error_keys(exc),
+                ) from exc
+        snapshot = ConfigSnapshot(values, revision, instance)
         if self._validate is not None:
             try:
                 verdict = self._validate(snapshot)
