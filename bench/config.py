@@ -23,11 +23,32 @@ class ClientSpec:
     """pip requirements of its own venv under bench/.venvs/ (empty: the project's)."""
     env: dict[str, str] = field(default_factory=dict)
     note: str = ""
+    workloads: tuple[str, ...] | None = None
+    """The only workloads this client runs (None: every workload of its kind)."""
 
     @property
     def etcdsync(self) -> bool:
         return self.name.startswith("etcdsync")
 
+    def runs(self, workload: Workload) -> bool:
+        return self.kind in workload.kinds and (
+            self.workloads is None or workload.name in self.workloads
+        )
+
+
+FLOOR_WORKLOADS = (
+    "put_seq",
+    "get_seq",
+    "delete_seq",
+    "txn_seq",
+    "put_threads",
+    "put_inflight",
+    "range_read",
+    "watch_delivery",
+    "lock_uncontended",
+)
+"""What the bare-grpc floor runs: every single request a client library wraps (its
+lock cycle is the two RPCs a lock needs at least: one txn, one delete)."""
 
 CLIENTS: tuple[ClientSpec, ...] = (
     ClientSpec("etcdsync-sync", "sync", "etcdsync_sync.py"),
@@ -58,11 +79,28 @@ CLIENTS: tuple[ClientSpec, ...] = (
     ),
     ClientSpec("aetcd", "async", "aetcd_driver.py", ("aetcd==1.0.0",)),
     ClientSpec("go", "go", None, note="Go clientv3 (Debian golang-etcd-server-dev), the ceiling"),
+    # The floor: the same requests over a raw grpc channel, in the project's venv (same
+    # grpcio and protobuf as etcdsync), with no client library between.
+    ClientSpec(
+        "bare-sync",
+        "sync",
+        "bare_sync.py",
+        note="the floor: the same requests over a raw grpc channel (sync stack)",
+        workloads=FLOOR_WORKLOADS,
+    ),
+    ClientSpec(
+        "bare-async",
+        "async",
+        "bare_async.py",
+        note="the floor: the same requests over a raw grpc.aio channel",
+        workloads=FLOOR_WORKLOADS,
+    ),
 )
 
 CLIENTS_BY_NAME = {spec.name: spec for spec in CLIENTS}
 SYNC_PEERS = ("etcd3", "pyetcd")
 ASYNC_PEERS = ("aetcd",)
+FLOORS = {"etcdsync-sync": "bare-sync", "etcdsync-async": "bare-async"}
 
 
 @dataclass(frozen=True)
@@ -99,6 +137,10 @@ _P50 = Metric("p50_ms", "p50 ms", "lower", 3)
 _P99 = Metric("p99_ms", "p99 ms", "lower", 3)
 _CPU_OP = Metric("cpu_us_op", "client CPU µs/op", "lower", 1)
 _VALUE = {"value_size": 100}
+# Sequential single requests: 5 interleaved rounds of 2,000 calls, so etcdsync and the
+# bare-grpc floor are compared on medians of alternating processes.
+_SEQ_FULL = {"n": 2000, "reps": 5, **_VALUE}
+_SEQ_QUICK = {"n": 100, "reps": 1, **_VALUE}
 _LEASE_TTL = 10
 # 10 s bounds an acquire: far above any honest wait here (4 contenders, ms-long holds),
 # and the bound on python-etcd3's lost wake-ups (it then waits out its timeout).
@@ -110,16 +152,32 @@ WORKLOADS: tuple[Workload, ...] = (
         "sequential put ({n} × {value_size} B)",
         ALL_KINDS,
         (_OPS, _P50, _P99, _CPU_OP),
-        {"n": 1000, "reps": 3, **_VALUE},
-        {"n": 100, "reps": 1, **_VALUE},
+        _SEQ_FULL,
+        _SEQ_QUICK,
     ),
     Workload(
         "get_seq",
         "sequential get ({n}, linearizable)",
         ALL_KINDS,
         (_OPS, _P50, _P99, _CPU_OP),
-        {"n": 1000, "reps": 3, **_VALUE},
-        {"n": 100, "reps": 1, **_VALUE},
+        _SEQ_FULL,
+        _SEQ_QUICK,
+    ),
+    Workload(
+        "delete_seq",
+        "sequential delete ({n} existing keys)",
+        ALL_KINDS,
+        (_OPS, _P50, _P99, _CPU_OP),
+        _SEQ_FULL,
+        _SEQ_QUICK,
+    ),
+    Workload(
+        "txn_seq",
+        "sequential txn ({n}: if version > 0 then put else get)",
+        ALL_KINDS,
+        (_OPS, _P50, _P99, _CPU_OP),
+        _SEQ_FULL,
+        _SEQ_QUICK,
     ),
     Workload(
         "put_threads",

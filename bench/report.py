@@ -10,7 +10,15 @@ import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from .config import ASYNC_PEERS, CLIENTS_BY_NAME, SYNC_PEERS, WORKLOADS_BY_NAME, Metric
+from .config import (
+    ASYNC_PEERS,
+    CLIENTS_BY_NAME,
+    FLOOR_WORKLOADS,
+    FLOORS,
+    SYNC_PEERS,
+    WORKLOADS_BY_NAME,
+    Metric,
+)
 from .runner import Run
 
 PEERS = (*SYNC_PEERS, *ASYNC_PEERS)
@@ -149,6 +157,59 @@ def _cell(run: Run, client: str, workload: str, metric: Metric, notes: list[str]
     return f"{_fmt(s.median, metric.digits)} ({_fmt(s.extreme, metric.digits)})"
 
 
+# --- the floor -------------------------------------------------------------------------
+
+# Per floor workload: its rate (or time) metric and its client-CPU metric.
+FLOOR_METRICS: dict[str, tuple[str, str]] = {
+    "put_seq": ("ops_s", "cpu_us_op"),
+    "get_seq": ("ops_s", "cpu_us_op"),
+    "delete_seq": ("ops_s", "cpu_us_op"),
+    "txn_seq": ("ops_s", "cpu_us_op"),
+    "put_threads": ("ops_s", "cpu_us_op"),
+    "put_inflight": ("ops_s", "cpu_us_op"),
+    "range_read": ("read_ms", "cpu_ms"),
+    "watch_delivery": ("events_s", "cpu_us_per_event"),
+    "lock_uncontended": ("cycles_s", "cpu_us_op"),
+}
+CPU_FLOOR_TARGET = 1.03
+"""Client CPU per call at most this many times the bare-grpc floor's (issue 15)."""
+CPU_FLOOR_WORKLOADS = ("put_seq", "get_seq", "delete_seq", "txn_seq", "put_inflight")
+
+
+def floor_ratio(run: Run, client: str, workload: str, key: str) -> float | None:
+    """etcdsync's median ÷ its floor's median (rates: < 1 is slower than the floor;
+    times and CPU: > 1 costs more than the floor)."""
+    mine = median(run, client, workload, key)
+    floor = median(run, FLOORS[client], workload, key)
+    if mine is None or floor is None or floor <= 0:
+        return None
+    return mine / floor
+
+
+def floor_table(run: Run) -> str:
+    """etcdsync against the same requests over a bare grpc channel, per workload."""
+    flavours = [c for c in FLOORS if c in run.outcomes and FLOORS[c] in run.outcomes]
+    if not flavours:
+        return "No floor in this run (run the bare-sync / bare-async clients too)."
+    header = ["workload"]
+    for client in flavours:
+        header += [f"{client} rate ÷ floor", f"{client} CPU ÷ floor"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for name in run.workloads:
+        if name not in FLOOR_WORKLOADS or name not in FLOOR_METRICS:
+            continue
+        rate_key, cpu_key = FLOOR_METRICS[name]
+        row = [name]
+        for client in flavours:
+            rate = floor_ratio(run, client, name, rate_key)
+            if rate is not None and _metric(name, rate_key).better == "lower":
+                rate = 1 / rate  # a time: shown as a rate ratio too (< 1: slower)
+            cpu = floor_ratio(run, client, name, cpu_key)
+            row += [_ratio(rate) or "n/a", _ratio(cpu) or "n/a"]
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 # --- the targets -----------------------------------------------------------------------
 
 
@@ -279,6 +340,48 @@ def checks(run: Run) -> list[Check]:
 
     rs, ra = adv(s, PEERS, "range_read", "read_ms"), adv(a, PEERS, "range_read", "read_ms")
     cs, ca = adv(s, PEERS, "range_read", "cpu_ms"), adv(a, PEERS, "range_read", "cpu_ms")
+    cpu_ratios = []
+    flags = []
+    for client in (s, a):
+        for workload in CPU_FLOOR_WORKLOADS:
+            if not CLIENTS_BY_NAME[client].runs(WORKLOADS_BY_NAME[workload]):
+                continue
+            if workload not in run.workloads:
+                continue
+            r = floor_ratio(run, client, workload, FLOOR_METRICS[workload][1])
+            flags.append(None if r is None else r <= CPU_FLOOR_TARGET)
+            cpu_ratios.append(f"{client.removeprefix('etcdsync-')} {workload} {show(r)}")
+    out.append(
+        Check(
+            f"client CPU per call ≤ {CPU_FLOOR_TARGET}× the bare-grpc floor's",
+            ", ".join(cpu_ratios) or "n/a",
+            _all(*flags) if flags else None,
+        )
+    )
+    lock_floor = [floor_ratio(run, c, "lock_uncontended", "cycles_s") for c in (s, a)]
+    out.append(
+        Check(
+            "uncontended lock cycles ≥ 0.9× the floor's two bare RPCs (txn + delete)",
+            f"sync {show(lock_floor[0])}, async {show(lock_floor[1])}",
+            _all(*(None if x is None else x >= 0.9 for x in lock_floor)),
+        )
+    )
+    range_cpu = [adv(c, PEERS, "range_read", "cpu_ms") for c in (s, a)]
+    out.append(
+        Check(
+            "range read of 10,000 keys: client CPU at or below the best peer's",
+            f"sync {show(range_cpu[0])}, async {show(range_cpu[1])} (peer ÷ etcdsync)",
+            _all(*(None if x is None else x >= 1.0 for x in range_cpu)),
+        )
+    )
+    watch_cpu = [adv(c, PEERS, "watch_delivery", "cpu_us_per_event") for c in (s, a)]
+    out.append(
+        Check(
+            "watch delivery: watcher CPU per event at or below the best peer's",
+            f"sync {show(watch_cpu[0])}, async {show(watch_cpu[1])} (peer ÷ etcdsync)",
+            _all(*(None if x is None else x >= 1.0 for x in watch_cpu)),
+        )
+    )
     out.append(
         Check(
             "range read of 10,000 keys faster than every peer",
@@ -352,6 +455,18 @@ def document(run: Run, command: str, extra: Callable[[], str] | None = None) -> 
         "- Watch: on 2 cores the writer, etcd and the watcher share the CPU, so the "
         "delivery rate is bounded by the writer; the watcher's CPU per event is the "
         "client's own cost.",
+        "",
+        "## The floor: etcdsync ÷ bare grpc",
+        "",
+        "The bare-sync and bare-async columns send the same requests over a raw grpc "
+        "channel (sync stack / grpc.aio) in the same venv, with the same deadline, and "
+        "keep the response messages as gRPC returns them (bench/drivers/bare_sync.py). "
+        "Ratios are etcdsync's median ÷ the floor's median: for the rate, < 1 is slower "
+        "than the floor; for client CPU (per call, per read, per event or per cycle), > 1 "
+        "is what etcdsync adds on top of grpc. The floor's lock cycle is the two RPCs a "
+        "lock needs at least: one txn, one delete.",
+        "",
+        floor_table(run),
         "",
         "## Targets",
         "",

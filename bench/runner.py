@@ -280,7 +280,7 @@ def run_workload(
     rounds = [
         Round(item, server, workload, run, reps)
         for item in prepared
-        if item.spec.kind in workload.kinds
+        if item.spec.runs(workload)
     ]
     for r in rounds:
         cleaner.reset(r.params["prefix"])

@@ -1,9 +1,10 @@
 """The benchmark's quick mode still runs end to end (so ``make bench`` never rots).
 
-Runs ``python -m bench --quick`` for the two etcdsync flavours only (the peers
-need network installs) and checks that the results table has a row for every
-workload with a positive figure for each flavour that runs it.  No speed is
-asserted: the figures depend on the machine.
+Runs ``python -m bench --quick`` for the two etcdsync flavours and their bare-grpc
+floors only (the peers need network installs) and checks that the results table
+has a row for every workload with a positive figure for each client that runs it,
+and that the floor table compares etcdsync with the floor.  No speed is asserted:
+the figures depend on the machine.
 """
 
 from __future__ import annotations
@@ -19,9 +20,10 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.config import CLIENTS_BY_NAME, WORKLOADS  # noqa: E402
+from bench.config import CLIENTS_BY_NAME, FLOOR_WORKLOADS, WORKLOADS  # noqa: E402
 
 FLAVOURS = ("etcdsync-sync", "etcdsync-async")
+CLIENTS = (*FLAVOURS, "bare-sync", "bare-async")
 
 
 def _number(cell: str) -> float:
@@ -52,7 +54,7 @@ def _rows(table: str) -> dict[str, dict[str, dict[str, str]]]:
 @pytest.mark.timeout(300)
 def test_quick_bench_reports_every_workload(tmp_path: Path) -> None:
     cmd = [
-        sys.executable, "-m", "bench", "--quick", "--clients", ",".join(FLAVOURS),
+        sys.executable, "-m", "bench", "--quick", "--clients", ",".join(CLIENTS),
         "--output", str(tmp_path / "results.md"), "--json", str(tmp_path / "results.json"),
     ]  # fmt: skip
     etcd = os.environ.get("ETCDSYNC_TEST_ETCD")
@@ -61,14 +63,15 @@ def test_quick_bench_reports_every_workload(tmp_path: Path) -> None:
     done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=280)
     assert done.returncode == 0, done.stderr[-3000:]
     rows = _rows(done.stdout)
-    assert (tmp_path / "results.md").read_text().startswith("# etcdsync benchmark results")
+    document = (tmp_path / "results.md").read_text()
+    assert document.startswith("# etcdsync benchmark results")
 
     for workload in WORKLOADS:
         assert workload.name in rows, f"no row for {workload.name}:\n{done.stdout}"
         for index, metric in enumerate(workload.metrics):
             row = rows[workload.name][metric.label]
-            for client in FLAVOURS:
-                if CLIENTS_BY_NAME[client].kind not in workload.kinds:
+            for client in CLIENTS:
+                if not CLIENTS_BY_NAME[client].runs(workload):
                     assert row[client] == "n/a"
                     continue
                 value = _number(row[client])  # "skipped"/"failed" would not parse
@@ -80,3 +83,15 @@ def test_quick_bench_reports_every_workload(tmp_path: Path) -> None:
                 if metric.key in ("lost", "overlaps", "failures"):
                     # Correctness, not speed: every event delivered, the lock exclusive.
                     assert value == 0, (workload.name, metric.label, client, row)
+
+    # The floor table: a finite ratio for every workload the floor runs.
+    floor = document.split("## The floor")[1].split("## ")[0]
+    floor_rows = {
+        line.split("|")[1].strip(): [c.strip() for c in line.strip("|").split("|")[1:]]
+        for line in floor.splitlines()
+        if line.startswith("| ") and not line.startswith("| workload")
+    }
+    for name in FLOOR_WORKLOADS:
+        cells = [c for c in floor_rows[name] if c != "n/a"]
+        assert cells, (name, floor_rows)
+        assert all(float(c.rstrip("\u00d7")) > 0 for c in cells), (name, floor_rows[name])

@@ -28,6 +28,8 @@ class AsyncAdapter(Protocol):
     async def close(self) -> None: ...
     async def put(self, key: bytes, value: bytes) -> None: ...
     async def get(self, key: bytes) -> object: ...
+    async def delete(self, key: bytes) -> object: ...
+    async def txn_cas(self, key: bytes, value: bytes) -> object: ...
     async def get_prefix(self, prefix: bytes) -> int: ...
     async def delete_prefix(self, prefix: bytes) -> None: ...
     async def watch_prefix(
@@ -120,6 +122,38 @@ async def get_seq(a: AsyncAdapter, p: dict[str, Any]) -> None:
             lat.append(time.perf_counter() - t)
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
         c.result("get_seq", rep, **c.latency_metrics(lat, p["n"], wall, cpu))
+
+
+async def delete_seq(a: AsyncAdapter, p: dict[str, Any]) -> None:
+    value = b"v" * p["value_size"]
+    await _warmup(a, p["prefix"])
+    for rep in range(p["reps"]):
+        keys = [b"%sdel/%d/%08d" % (p["prefix"], rep, i) for i in range(p["n"])]
+        for key in keys:  # each delete removes a key that exists (not timed)
+            await a.put(key, value)
+        lat = []
+        cpu0, start = time.process_time(), time.perf_counter()
+        for key in keys:
+            t = time.perf_counter()
+            await a.delete(key)
+            lat.append(time.perf_counter() - t)
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
+        c.result("delete_seq", rep, **c.latency_metrics(lat, len(keys), wall, cpu))
+
+
+async def txn_seq(a: AsyncAdapter, p: dict[str, Any]) -> None:
+    key, value = p["prefix"] + b"txn/key", b"v" * p["value_size"]
+    await a.put(key, value)
+    await _warmup(a, p["prefix"])
+    for rep in range(p["reps"]):
+        lat = []
+        cpu0, start = time.process_time(), time.perf_counter()
+        for _ in range(p["n"]):
+            t = time.perf_counter()
+            await a.txn_cas(key, value)
+            lat.append(time.perf_counter() - t)
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
+        c.result("txn_seq", rep, **c.latency_metrics(lat, p["n"], wall, cpu))
 
 
 async def put_inflight(a: AsyncAdapter, p: dict[str, Any]) -> None:
@@ -327,6 +361,10 @@ async def run(a: AsyncAdapter, workload: str, p: dict[str, Any], endpoint: str) 
             await put_seq(a, p)
         elif workload == "get_seq":
             await get_seq(a, p)
+        elif workload == "delete_seq":
+            await delete_seq(a, p)
+        elif workload == "txn_seq":
+            await txn_seq(a, p)
         elif workload == "put_inflight":
             await put_inflight(a, p)
         elif workload == "range_read":

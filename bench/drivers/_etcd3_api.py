@@ -49,6 +49,15 @@ class Etcd3Adapter:
     def get(self, key: bytes) -> object:
         return self.client.get(key)
 
+    def delete(self, key: bytes) -> object:
+        return self.client.delete(key)
+
+    def txn_cas(self, key: bytes, value: bytes) -> object:
+        t = self.client.transactions
+        return self.client.transaction(
+            compare=[t.version(key) > 0], success=[t.put(key, value)], failure=[t.get(key)]
+        )
+
     def get_prefix(self, prefix: bytes) -> int:
         return len(list(self.client.get_prefix(prefix)))
 

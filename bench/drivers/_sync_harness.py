@@ -29,6 +29,8 @@ class SyncAdapter(Protocol):
     def close(self) -> None: ...
     def put(self, key: bytes, value: bytes) -> None: ...
     def get(self, key: bytes) -> object: ...
+    def delete(self, key: bytes) -> object: ...
+    def txn_cas(self, key: bytes, value: bytes) -> object: ...
     def get_prefix(self, prefix: bytes) -> int: ...
     def delete_prefix(self, prefix: bytes) -> None: ...
     def watch_prefix(
@@ -121,6 +123,38 @@ def get_seq(a: SyncAdapter, p: dict[str, Any]) -> None:
             lat.append(time.perf_counter() - t)
         wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
         c.result("get_seq", rep, **c.latency_metrics(lat, p["n"], wall, cpu))
+
+
+def delete_seq(a: SyncAdapter, p: dict[str, Any]) -> None:
+    value = b"v" * p["value_size"]
+    _warmup(a, p["prefix"])
+    for rep in range(p["reps"]):
+        keys = [b"%sdel/%d/%08d" % (p["prefix"], rep, i) for i in range(p["n"])]
+        for key in keys:  # each delete removes a key that exists (not timed)
+            a.put(key, value)
+        lat = []
+        cpu0, start = time.process_time(), time.perf_counter()
+        for key in keys:
+            t = time.perf_counter()
+            a.delete(key)
+            lat.append(time.perf_counter() - t)
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
+        c.result("delete_seq", rep, **c.latency_metrics(lat, len(keys), wall, cpu))
+
+
+def txn_seq(a: SyncAdapter, p: dict[str, Any]) -> None:
+    key, value = p["prefix"] + b"txn/key", b"v" * p["value_size"]
+    a.put(key, value)
+    _warmup(a, p["prefix"])
+    for rep in range(p["reps"]):
+        lat = []
+        cpu0, start = time.process_time(), time.perf_counter()
+        for _ in range(p["n"]):
+            t = time.perf_counter()
+            a.txn_cas(key, value)
+            lat.append(time.perf_counter() - t)
+        wall, cpu = time.perf_counter() - start, time.process_time() - cpu0
+        c.result("txn_seq", rep, **c.latency_metrics(lat, p["n"], wall, cpu))
 
 
 def put_threads(a: SyncAdapter, p: dict[str, Any]) -> None:
@@ -325,6 +359,10 @@ def run(a: SyncAdapter, workload: str, p: dict[str, Any], endpoint: str) -> None
             put_seq(a, p)
         elif workload == "get_seq":
             get_seq(a, p)
+        elif workload == "delete_seq":
+            delete_seq(a, p)
+        elif workload == "txn_seq":
+            txn_seq(a, p)
         elif workload == "put_threads":
             put_threads(a, p)
         elif workload == "range_read":

@@ -35,6 +35,15 @@ class Adapter:
     async def get(self, key: bytes) -> object:
         return await self.client.get(key)
 
+    async def delete(self, key: bytes) -> object:
+        return await self.client.delete(key)
+
+    async def txn_cas(self, key: bytes, value: bytes) -> object:
+        t = self.client.transactions
+        return await self.client.transaction(
+            compare=[t.version(key) > 0], success=[t.put(key, value)], failure=[t.get(key)]
+        )
+
     async def get_prefix(self, prefix: bytes) -> int:
         return len(list(await self.client.get_prefix(prefix)))
 

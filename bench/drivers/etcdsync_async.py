@@ -9,7 +9,7 @@ from typing import Any
 import _async_harness as h
 from _common import Unsupported
 
-from etcdsync import AsyncClient, Lease, LeaseKeepAliveResult, errors
+from etcdsync import AsyncClient, Compare, Lease, LeaseKeepAliveResult, Op, errors
 
 
 class _Counter:
@@ -51,6 +51,14 @@ class Adapter:
 
     async def get(self, key: bytes) -> object:
         return await self.client.get(key)
+
+    async def delete(self, key: bytes) -> object:
+        return await self.client.delete(key)
+
+    async def txn_cas(self, key: bytes, value: bytes) -> object:
+        return await self.client.txn(
+            [Compare.version(key) > 0], [Op.put(key, value)], [Op.get(key)]
+        )
 
     async def get_prefix(self, prefix: bytes) -> int:
         return len((await self.client.get(prefix, prefix=True)).kvs)

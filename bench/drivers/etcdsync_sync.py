@@ -10,7 +10,7 @@ from typing import Any
 import _sync_harness as h
 from _common import Unsupported
 
-from etcdsync import Client, Lease, LeaseKeepAliveResult, errors
+from etcdsync import Client, Compare, Lease, LeaseKeepAliveResult, Op, errors
 
 
 class _Counter:
@@ -51,6 +51,12 @@ class Adapter:
 
     def get(self, key: bytes) -> object:
         return self.client.get(key)
+
+    def delete(self, key: bytes) -> object:
+        return self.client.delete(key)
+
+    def txn_cas(self, key: bytes, value: bytes) -> object:
+        return self.client.txn([Compare.version(key) > 0], [Op.put(key, value)], [Op.get(key)])
 
     def get_prefix(self, prefix: bytes) -> int:
         return len(self.client.get(prefix, prefix=True).kvs)

@@ -228,6 +228,52 @@ func getSeq(cli *clientv3.Client, p params) {
 	}
 }
 
+func deleteSeq(cli *clientv3.Client, p params) {
+	prefix, value := p.str("prefix"), strings.Repeat("v", p.int("value_size"))
+	warmup(cli, prefix)
+	for rep := 0; rep < p.int("reps"); rep++ {
+		n := p.int("n")
+		keys := make([]string, n)
+		for i := range keys { // each delete removes a key that exists (not timed)
+			keys[i] = fmt.Sprintf("%sdel/%d/%08d", prefix, rep, i)
+			_, err := cli.Put(context.Background(), keys[i], value)
+			check(err)
+		}
+		lat := make([]float64, 0, n)
+		cpu0, start := cpuSeconds(), time.Now()
+		for _, key := range keys {
+			t := time.Now()
+			_, err := cli.Delete(context.Background(), key)
+			check(err)
+			lat = append(lat, time.Since(t).Seconds())
+		}
+		result("delete_seq", rep, latencyMetrics(lat, n, time.Since(start).Seconds(), cpuSeconds()-cpu0))
+	}
+}
+
+func txnSeq(cli *clientv3.Client, p params) {
+	key, value := p.str("prefix")+"txn/key", strings.Repeat("v", p.int("value_size"))
+	_, err := cli.Put(context.Background(), key, value)
+	check(err)
+	warmup(cli, p.str("prefix"))
+	for rep := 0; rep < p.int("reps"); rep++ {
+		n := p.int("n")
+		lat := make([]float64, 0, n)
+		cpu0, start := cpuSeconds(), time.Now()
+		for i := 0; i < n; i++ {
+			t := time.Now()
+			_, err := cli.Txn(context.Background()).
+				If(clientv3.Compare(clientv3.Version(key), ">", 0)).
+				Then(clientv3.OpPut(key, value)).
+				Else(clientv3.OpGet(key)).
+				Commit()
+			check(err)
+			lat = append(lat, time.Since(t).Seconds())
+		}
+		result("txn_seq", rep, latencyMetrics(lat, n, time.Since(start).Seconds(), cpuSeconds()-cpu0))
+	}
+}
+
 // putConcurrent keeps `workers` puts in flight (goroutines), for both the
 // 16-thread and the 64-in-flight workloads.
 func putConcurrent(cli *clientv3.Client, p params, workload string, workers int) {
@@ -627,6 +673,10 @@ func main() {
 		putSeq(cli, p)
 	case *workload == "get_seq":
 		getSeq(cli, p)
+	case *workload == "delete_seq":
+		deleteSeq(cli, p)
+	case *workload == "txn_seq":
+		txnSeq(cli, p)
 	case *workload == "put_threads":
 		putConcurrent(cli, p, *workload, p.int("threads"))
 	case *workload == "put_inflight":
