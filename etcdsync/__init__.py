@@ -30,6 +30,13 @@ _EXPORTS: dict[str, str] = {
     "AsyncSemaphore": "._async.concurrency.semaphore",
     "AsyncGroup": "._async.concurrency.group",
     "AsyncGroupWatch": "._async.concurrency.group_watch",
+    "AsyncPrefixCache": "._async.concurrency.cache",
+    "AsyncCacheEvents": "._async.concurrency.cache",
+    "AsyncServiceDiscovery": "._async.concurrency.services",
+    "AsyncServiceRegistration": "._async.concurrency.services",
+    "AsyncServiceWatch": "._async.concurrency.services",
+    "AsyncMultiLock": "._async.concurrency.multi_lock",
+    "AsyncDelayQueue": "._async.concurrency.delay_queue",
     "AsyncPartitioner": "._async.concurrency.partitioner",
     "AsyncClaim": "._async.concurrency.locking_queue",
     "AsyncLockingQueue": "._async.concurrency.locking_queue",
@@ -62,6 +69,13 @@ _EXPORTS: dict[str, str] = {
     "Semaphore": "._sync.concurrency.semaphore",
     "Group": "._sync.concurrency.group",
     "GroupWatch": "._sync.concurrency.group_watch",
+    "PrefixCache": "._sync.concurrency.cache",
+    "CacheEvents": "._sync.concurrency.cache",
+    "ServiceDiscovery": "._sync.concurrency.services",
+    "ServiceRegistration": "._sync.concurrency.services",
+    "ServiceWatch": "._sync.concurrency.services",
+    "MultiLock": "._sync.concurrency.multi_lock",
+    "DelayQueue": "._sync.concurrency.delay_queue",
     "Partitioner": "._sync.concurrency.partitioner",
     "Claim": "._sync.concurrency.locking_queue",
     "LockingQueue": "._sync.concurrency.locking_queue",
@@ -105,6 +119,16 @@ _EXPORTS: dict[str, str] = {
     "MembershipEventType": ".group_types",
     "OwnershipChange": ".group_types",
     "OwnershipChangeType": ".group_types",
+    "CacheEvent": ".cache_types",
+    "CacheEventType": ".cache_types",
+    "CacheSnapshot": ".cache_types",
+    "ServiceInstance": ".services_types",
+    "ServiceEvent": ".services_types",
+    "RegistrationEvent": ".services_types",
+    "RegistrationEventType": ".services_types",
+    "RoundRobinStrategy": ".services_types",
+    "RandomStrategy": ".services_types",
+    "StickyStrategy": ".services_types",
     "CompactResponse": ".models",
     "DeleteResponse": ".models",
     "GetResponse": ".models",
@@ -147,10 +171,13 @@ if TYPE_CHECKING:
         AsyncClient as AsyncClient,
     )
     from ._async.concurrency.barrier import AsyncBarrier as AsyncBarrier
+    from ._async.concurrency.cache import AsyncCacheEvents as AsyncCacheEvents
+    from ._async.concurrency.cache import AsyncPrefixCache as AsyncPrefixCache
     from ._async.concurrency.config import (
         AsyncConfigWatcher as AsyncConfigWatcher,
     )
     from ._async.concurrency.counter import AsyncCounter as AsyncCounter
+    from ._async.concurrency.delay_queue import AsyncDelayQueue as AsyncDelayQueue
     from ._async.concurrency.double_barrier import AsyncDoubleBarrier as AsyncDoubleBarrier
     from ._async.concurrency.election import (
         AsyncElection as AsyncElection,
@@ -165,6 +192,7 @@ if TYPE_CHECKING:
     from ._async.concurrency.lease_once import AsyncLeaseOnce as AsyncLeaseOnce
     from ._async.concurrency.locking_queue import AsyncClaim as AsyncClaim
     from ._async.concurrency.locking_queue import AsyncLockingQueue as AsyncLockingQueue
+    from ._async.concurrency.multi_lock import AsyncMultiLock as AsyncMultiLock
     from ._async.concurrency.mutex import (
         AsyncMutex as AsyncMutex,
     )
@@ -186,6 +214,9 @@ if TYPE_CHECKING:
     from ._async.concurrency.semaphore import (
         AsyncSemaphore as AsyncSemaphore,
     )
+    from ._async.concurrency.services import AsyncServiceDiscovery as AsyncServiceDiscovery
+    from ._async.concurrency.services import AsyncServiceRegistration as AsyncServiceRegistration
+    from ._async.concurrency.services import AsyncServiceWatch as AsyncServiceWatch
     from ._async.concurrency.session import (
         AsyncSession as AsyncSession,
     )
@@ -215,10 +246,13 @@ if TYPE_CHECKING:
         Client as Client,
     )
     from ._sync.concurrency.barrier import Barrier as Barrier
+    from ._sync.concurrency.cache import CacheEvents as CacheEvents
+    from ._sync.concurrency.cache import PrefixCache as PrefixCache
     from ._sync.concurrency.config import (
         ConfigWatcher as ConfigWatcher,
     )
     from ._sync.concurrency.counter import Counter as Counter
+    from ._sync.concurrency.delay_queue import DelayQueue as DelayQueue
     from ._sync.concurrency.double_barrier import DoubleBarrier as DoubleBarrier
     from ._sync.concurrency.election import (
         Election as Election,
@@ -233,6 +267,7 @@ if TYPE_CHECKING:
     from ._sync.concurrency.lease_once import LeaseOnce as LeaseOnce
     from ._sync.concurrency.locking_queue import Claim as Claim
     from ._sync.concurrency.locking_queue import LockingQueue as LockingQueue
+    from ._sync.concurrency.multi_lock import MultiLock as MultiLock
     from ._sync.concurrency.mutex import (
         Mutex as Mutex,
     )
@@ -254,6 +289,9 @@ if TYPE_CHECKING:
     from ._sync.concurrency.semaphore import (
         Semaphore as Semaphore,
     )
+    from ._sync.concurrency.services import ServiceDiscovery as ServiceDiscovery
+    from ._sync.concurrency.services import ServiceRegistration as ServiceRegistration
+    from ._sync.concurrency.services import ServiceWatch as ServiceWatch
     from ._sync.concurrency.session import (
         Session as Session,
     )
@@ -306,6 +344,9 @@ if TYPE_CHECKING:
     from .admin_types import (
         Status as Status,
     )
+    from .cache_types import CacheEvent as CacheEvent
+    from .cache_types import CacheEventType as CacheEventType
+    from .cache_types import CacheSnapshot as CacheSnapshot
     from .config_types import (
         ConfigSnapshot as ConfigSnapshot,
     )
@@ -368,6 +409,13 @@ if TYPE_CHECKING:
         SortTarget as SortTarget,
     )
     from .queue_types import QueueItem as QueueItem
+    from .services_types import RandomStrategy as RandomStrategy
+    from .services_types import RegistrationEvent as RegistrationEvent
+    from .services_types import RegistrationEventType as RegistrationEventType
+    from .services_types import RoundRobinStrategy as RoundRobinStrategy
+    from .services_types import ServiceEvent as ServiceEvent
+    from .services_types import ServiceInstance as ServiceInstance
+    from .services_types import StickyStrategy as StickyStrategy
     from .stm_types import Isolation as Isolation
     from .watch_types import (
         Event as Event,

@@ -32,6 +32,8 @@ __all__ = [
     "BarrierError",
     "BarrierFullError",
     "BarrierTimeout",
+    "CacheError",
+    "CacheTimeout",
     "ClaimLostError",
     "ClientClosedError",
     "ClientError",
@@ -53,6 +55,7 @@ __all__ = [
     "GroupError",
     "GroupMemberExistsError",
     "GroupTimeout",
+    "InstanceExistsError",
     "InternalServerError",
     "InvalidAuthTokenError",
     "InvalidRequest",
@@ -69,6 +72,7 @@ __all__ = [
     "MemberNotFoundError",
     "MemberNotLearnerError",
     "MembershipLostError",
+    "NoInstancesError",
     "NoLeaderElectedError",
     "NoLeaderError",
     "NotElectedError",
@@ -90,6 +94,8 @@ __all__ = [
     "STMConflictError",
     "STMError",
     "STMTimeout",
+    "ServiceError",
+    "ServiceTimeout",
     "SessionExpiredError",
     "SnapshotError",
     "Timeout",
@@ -588,6 +594,52 @@ class OwnershipLostError(NotOwnerError):
     ) -> None:
         super().__init__(message, item=item, **kw)
         self.reason = reason
+
+
+# --- recipes: prefix caches and service discovery ---------------------------------
+
+
+class CacheError(EtcdError):
+    """A prefix cache was used before ``start()`` (or after ``stop()``)."""
+
+
+class CacheTimeout(CacheError, Timeout):
+    """``start()``, ``wait_for()`` or an event stream's ``get()`` did not complete
+    within its timeout."""
+
+
+class ServiceError(EtcdError):
+    """Service discovery was misused or failed."""
+
+
+class ServiceTimeout(ServiceError, Timeout):
+    """A registration, a read of the instances or a service watch did not complete
+    within its timeout."""
+
+
+class NoInstancesError(ServiceError):
+    """``choose(name)`` found no live instance of the service ``name``."""
+
+    def __init__(self, message: str, *, name: str | None = None, **kw: str | None) -> None:
+        super().__init__(message, **kw)
+        self.name = name
+
+
+class InstanceExistsError(ServiceError):
+    """The instance id is registered already: by another live process (when
+    ``replace=False``) or by another registration of this process."""
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        name: str | None = None,
+        instance_id: str | None = None,
+        **kw: str | None,
+    ) -> None:
+        super().__init__(message, **kw)
+        self.name = name
+        self.instance_id = instance_id
 
 
 # --- cluster membership -------------------------------------------------------

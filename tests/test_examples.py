@@ -13,12 +13,19 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 # One entry per example script; each takes the etcd endpoint as its only argument.
 SCRIPTS = [
     "config_watcher.py",
+    "cron_once.py",
+    "delay_queue.py",
     "election.py",
+    "leader_worker_pool.py",
     "lock.py",
+    "multi_lock.py",
     "namespaces.py",
     "partitioned_workers.py",
+    "prefix_cache.py",
     "quickstart.py",
+    "service_discovery.py",
     "stm_transfer.py",
+    "typed_config.py",
     "work_queue.py",
 ]
 

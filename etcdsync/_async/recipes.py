@@ -18,14 +18,17 @@ from ..codecs import DEFAULT_DECODER
 from ..lease_types import LeaseLike
 from ..stm_types import Isolation
 from .concurrency.barrier import AsyncBarrier
+from .concurrency.cache import AsyncPrefixCache
 from .concurrency.config import AsyncConfigWatcher, Decoder, Validator
 from .concurrency.counter import AsyncCounter
+from .concurrency.delay_queue import AsyncDelayQueue, Clock
 from .concurrency.double_barrier import AsyncDoubleBarrier
 from .concurrency.election import AsyncElection
 from .concurrency.group import AsyncGroup
 from .concurrency.lease_once import AsyncLeaseOnce, acquire_lease_once
 from .concurrency.locked import locked as locked_function
 from .concurrency.locking_queue import AsyncLockingQueue
+from .concurrency.multi_lock import AsyncMultiLock
 from .concurrency.mutex import AsyncMutex
 from .concurrency.partitioner import AsyncPartitioner
 from .concurrency.priority_queue import AsyncPriorityQueue
@@ -33,6 +36,7 @@ from .concurrency.queue import AsyncQueue
 from .concurrency.recipe_client import AsyncRecipeClient
 from .concurrency.rwlock import AsyncRWLock
 from .concurrency.semaphore import AsyncSemaphore
+from .concurrency.services import AsyncServiceDiscovery
 from .concurrency.session import DEFAULT_SESSION_TTL, AsyncSession, AsyncSessionPool
 from .concurrency.stm import DEFAULT_RETRIES, AsyncSTM, run_stm
 from .protocol import AsyncKVClient
@@ -276,6 +280,54 @@ class AsyncRecipesAPI:
         :func:`etcdsync.current_lock`.  See ``recipes_docs/mutex.md``.
         """
         return locked_function(self, name, ttl=ttl, timeout=timeout, session=session)
+
+    def cache(
+        self: AsyncKVClient, prefix: str | bytes, *, page_size: int = 1000
+    ) -> AsyncPrefixCache:
+        """A live, read-only local copy of every key under ``prefix``: ``get(key)``,
+        iteration, listeners told of each added, updated and removed key once and
+        in order, ``wait_for(predicate)``.  ``async with`` starts and stops it.  See
+        ``recipes_docs/cache.md``."""
+        return AsyncPrefixCache(self, prefix, page_size=page_size)
+
+    def services(
+        self: AsyncRecipeClient,
+        namespace: str,
+        *,
+        ttl: int | None = None,
+        session: AsyncSession | None = None,
+    ) -> AsyncServiceDiscovery:
+        """Service discovery in ``namespace``: ``register()`` lease-bound instances
+        (re-registered after a lost session), ``instances()``, ``watch()`` and
+        ``choose()`` (round-robin, random, sticky) from a prefix cache.  See
+        ``recipes_docs/services.md``."""
+        return AsyncServiceDiscovery(self, namespace, ttl=ttl, session=session)
+
+    def multi_lock(
+        self: AsyncRecipeClient,
+        names: Iterable[str],
+        *,
+        ttl: int | None = None,
+        session: AsyncSession | None = None,
+        timeout: float | None = None,
+    ) -> AsyncMultiLock:
+        """Mutexes on several ``names`` taken as one, all or none, in one global order
+        (no deadlock between overlapping multi-locks); one fencing token per lock.
+        See ``recipes_docs/multi_lock.md``."""
+        return AsyncMultiLock(self, names, ttl=ttl, session=session, timeout=timeout)
+
+    def delay_queue(
+        self: AsyncRecipeClient,
+        name: str,
+        *,
+        ttl: int | None = None,
+        session: AsyncSession | None = None,
+        clock: Clock | None = None,
+    ) -> AsyncDelayQueue:
+        """A queue whose items are taken only once due (``put(value, delay=...)``),
+        by the wall ``clock`` (default ``time.time``) of producers and consumers.
+        See ``recipes_docs/delay_queue.md``."""
+        return AsyncDelayQueue(self, name, session=session, ttl=ttl, clock=clock)
 
     def config(
         self: AsyncRecipeClient,

@@ -19,14 +19,17 @@ from ..codecs import DEFAULT_DECODER
 from ..lease_types import LeaseLike
 from ..stm_types import Isolation
 from .concurrency.barrier import Barrier
+from .concurrency.cache import PrefixCache
 from .concurrency.config import ConfigWatcher, Decoder, Validator
 from .concurrency.counter import Counter
+from .concurrency.delay_queue import DelayQueue, Clock
 from .concurrency.double_barrier import DoubleBarrier
 from .concurrency.election import Election
 from .concurrency.group import Group
 from .concurrency.lease_once import LeaseOnce, acquire_lease_once
 from .concurrency.locked import locked as locked_function
 from .concurrency.locking_queue import LockingQueue
+from .concurrency.multi_lock import MultiLock
 from .concurrency.mutex import Mutex
 from .concurrency.partitioner import Partitioner
 from .concurrency.priority_queue import PriorityQueue
@@ -34,6 +37,7 @@ from .concurrency.queue import Queue
 from .concurrency.recipe_client import RecipeClient
 from .concurrency.rwlock import RWLock
 from .concurrency.semaphore import Semaphore
+from .concurrency.services import ServiceDiscovery
 from .concurrency.session import DEFAULT_SESSION_TTL, Session, SessionPool
 from .concurrency.stm import DEFAULT_RETRIES, STM, run_stm
 from .protocol import KVClient
@@ -277,6 +281,54 @@ class RecipesAPI:
         :func:`etcdsync.current_lock`.  See ``recipes_docs/mutex.md``.
         """
         return locked_function(self, name, ttl=ttl, timeout=timeout, session=session)
+
+    def cache(
+        self: KVClient, prefix: str | bytes, *, page_size: int = 1000
+    ) -> PrefixCache:
+        """A live, read-only local copy of every key under ``prefix``: ``get(key)``,
+        iteration, listeners told of each added, updated and removed key once and
+        in order, ``wait_for(predicate)``.  ``with`` starts and stops it.  See
+        ``recipes_docs/cache.md``."""
+        return PrefixCache(self, prefix, page_size=page_size)
+
+    def services(
+        self: RecipeClient,
+        namespace: str,
+        *,
+        ttl: int | None = None,
+        session: Session | None = None,
+    ) -> ServiceDiscovery:
+        """Service discovery in ``namespace``: ``register()`` lease-bound instances
+        (re-registered after a lost session), ``instances()``, ``watch()`` and
+        ``choose()`` (round-robin, random, sticky) from a prefix cache.  See
+        ``recipes_docs/services.md``."""
+        return ServiceDiscovery(self, namespace, ttl=ttl, session=session)
+
+    def multi_lock(
+        self: RecipeClient,
+        names: Iterable[str],
+        *,
+        ttl: int | None = None,
+        session: Session | None = None,
+        timeout: float | None = None,
+    ) -> MultiLock:
+        """Mutexes on several ``names`` taken as one, all or none, in one global order
+        (no deadlock between overlapping multi-locks); one fencing token per lock.
+        See ``recipes_docs/multi_lock.md``."""
+        return MultiLock(self, names, ttl=ttl, session=session, timeout=timeout)
+
+    def delay_queue(
+        self: RecipeClient,
+        name: str,
+        *,
+        ttl: int | None = None,
+        session: Session | None = None,
+        clock: Clock | None = None,
+    ) -> DelayQueue:
+        """A queue whose items are taken only once due (``put(value, delay=...)``),
+        by the wall ``clock`` (default ``time.time``) of producers and consumers.
+        See ``recipes_docs/delay_queue.md``."""
+        return DelayQueue(self, name, session=session, ttl=ttl, clock=clock)
 
     def config(
         self: RecipeClient,

@@ -39,6 +39,7 @@ from .inspect import register as _register_inspect
 from .lock import register as _register_lock
 from .recipes import register as _register_recipes
 from .server import register as _register_server
+from .services import register as _register_services
 
 __all__ = ["build_parser", "main"]
 
@@ -68,6 +69,7 @@ def build_parser() -> argparse.ArgumentParser:
         _register_elect,
         _register_config,
         _register_recipes,
+        _register_services,
         _register_inspect,
         _register_demo,
         _register_demo_worker,

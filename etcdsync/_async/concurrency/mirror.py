@@ -23,7 +23,7 @@ from ... import errors
 from ..._deadline import Deadline
 from ..._keys import prefix_end
 from ...models import KeyValue
-from ...watch_types import EventType, WatchResponse
+from ...watch_types import Event, EventType, WatchResponse
 from ..protocol import AsyncKVClient
 
 if TYPE_CHECKING:
@@ -40,7 +40,9 @@ class AsyncPrefixMirror:
     driven by one task or thread at a time; :meth:`close` may come from another.
 
     ``on_revision(revision)`` is called after the events of each revision are
-    applied, and after each load (with the load's revision).
+    applied, and after each load (with the load's revision).  ``on_event(event,
+    previous)`` is called for each watched event just before it is applied, with
+    the key-value it replaces (None if the key was absent).
     """
 
     def __init__(
@@ -50,6 +52,7 @@ class AsyncPrefixMirror:
         *,
         page_size: int = 1000,
         on_revision: Callable[[int], None] | None = None,
+        on_event: Callable[[Event, KeyValue | None], None] | None = None,
     ) -> None:
         if not isinstance(page_size, int) or isinstance(page_size, bool) or page_size <= 0:
             raise errors.InvalidRequest(f"page_size must be a positive int, got {page_size!r}")
@@ -57,6 +60,7 @@ class AsyncPrefixMirror:
         self.prefix = prefix
         self._page_size = page_size
         self._on_revision = on_revision
+        self._on_event = on_event
         self._watcher: AsyncWatcher | None = None
         self._loaded = False
         self.closed = False
@@ -154,6 +158,8 @@ class AsyncPrefixMirror:
             if revision and event.revision != revision:
                 self._revision_done(revision)
             revision = event.revision
+            if self._on_event is not None:
+                self._on_event(event, self.kvs.get(event.key))
             if event.type is EventType.PUT:
                 self.kvs[event.key] = event.kv
             else:

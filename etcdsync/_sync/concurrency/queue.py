@@ -32,7 +32,7 @@ from typing import Any, Generic, TypeVar
 
 from ... import errors
 from ..._deadline import Deadline
-from ...models import KeyValue
+from ...models import GetResponse, KeyValue
 from ...ops import Compare, Op
 from ...queue_types import QueueItem
 from ...watch_types import Event, EventType
@@ -133,6 +133,11 @@ class QueueBase(Generic[T]):
     def _watch_options(self) -> dict[str, Any]:
         return {"no_delete": True}
 
+    def _wake_limit(self, deadline: Deadline) -> float | None:
+        """How long ``get()`` may wait for the watch before reading the head again
+        (a delay queue wakes when its next item falls due)."""
+        return deadline.remaining()
+
     # --- sessions and receipts ------------------------------------------------------------
 
     @property
@@ -230,8 +235,10 @@ class QueueBase(Generic[T]):
         made anew."""
         while True:
             try:
-                batch = watcher.get(deadline.remaining())
+                batch = watcher.get(self._wake_limit(deadline))
             except TimeoutError:
+                if not deadline.expired():
+                    return True  # woken by the clock: read the head again
                 raise errors.QueueTimeout(
                     f"queue {self._name!r} stayed empty for {timeout} s"
                 ) from None
@@ -314,8 +321,51 @@ class QueueBase(Generic[T]):
 
 
 class DeletingQueue(QueueBase[QueueItem]):
-    """A queue whose ``get()`` takes an item by deleting it (at most once): the FIFO
-    and the priority queue."""
+    """A queue whose ``get()`` takes an item by deleting it (at most once): the FIFO,
+    the priority and the delay queue."""
+
+    def remove(self, item_id: int, *, timeout: float | None = None) -> bool:
+        """Remove the item whose ``put()`` returned ``item_id`` (the revision of the
+        put), if it is still queued; True if this call removed it, False if it was
+        taken (or removed) already.
+
+        One read finds the item by its create revision (etcd filters the prefix
+        server-side), one receipted txn deletes it if it is still the same item,
+        so a lost answer is settled, never guessed; ``timeout`` bounds both.
+        """
+        if not isinstance(item_id, int) or isinstance(item_id, bool) or item_id <= 0:
+            raise errors.InvalidRequest(
+                f"an item id is a put's revision (int > 0), got {item_id!r}"
+            )
+        deadline = Deadline(timeout)
+        found = self._client.txn(
+            [],
+            [
+                Op.get(
+                    self.items_prefix,
+                    prefix=True,
+                    keys_only=True,
+                    min_create_revision=item_id,
+                    max_create_revision=item_id,
+                )
+            ],
+            timeout=deadline.rpc_timeout(),
+        )
+        listed = found.responses[0]
+        assert isinstance(listed, GetResponse), "the response of a txn get"
+        if not listed.kvs:
+            return False
+        key = listed.kvs[0].key
+        try:
+            written, _ = self._write(
+                lambda session: [([Compare.create_revision(key) == item_id], [Op.delete(key)])],
+                deadline,
+                context=("remove", key),
+            )
+        except errors.QueueOutcomeUnknownError as exc:
+            exc.key = key
+            raise
+        return written.branch is not None
 
     def _alternatives(
         self, session: Session, head: Sequence[KeyValue], revision: int
@@ -352,7 +402,7 @@ class Queue(DeletingQueue):
 
     def put(self, value: str | bytes, *, timeout: float | None = None) -> int:
         """Append ``value`` to the queue; returns the revision of the put (the item's
-        place in the queue).
+        place in the queue, and its id for :meth:`remove`).
 
         ``timeout`` bounds the whole put, including the settling of a lost answer;
         if it passes before the outcome is known, raises
