@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -102,6 +103,32 @@ def test_four_processes_count_exactly_through_locked_functions(
     assert [value for value, _ in holds] == list(range(WORKERS * CALLS))
     tokens = [token for _, token in holds]
     assert all(a < b for a, b in itertools.pairwise(tokens))
+
+
+def test_cli_lock_timeout_zero_is_the_shell_form(
+    etcd_endpoint: str, prefix: str, tmp_path: Path
+) -> None:
+    """``etcdsync lock --timeout 0 NAME -- COMMAND``: run COMMAND only if the lock is free
+    now; exit 4 without running it when another holder has the lock."""
+    name, marker = f"{prefix}job", tmp_path / "ran"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ETCDSYNC_")}
+    env["ETCDSYNC_ENDPOINTS"] = etcd_endpoint
+    command = [sys.executable, "-m", "etcdsync", "lock", "--timeout", "0", name, "--"]
+    script = ["sh", "-c", f'echo "$ETCDSYNC_LOCK_REV" > {marker}']
+    with Client(etcd_endpoint) as etcd:
+        with etcd.lock(name, ttl=5) as held:
+            busy = subprocess.run(
+                [*command, *script], env=env, capture_output=True, text=True, timeout=30
+            )
+            assert busy.returncode == 4, busy.stderr
+            assert not marker.exists()  # the command never ran
+            token = held.fencing_token
+        free = subprocess.run(
+            [*command, *script], env=env, capture_output=True, text=True, timeout=30
+        )
+        assert free.returncode == 0, free.stderr
+        assert int(marker.read_text()) > token  # the fencing token reached the command
+        assert etcd.get(f"{name}/", prefix=True, count_only=True).count == 0
 
 
 if __name__ == "__main__":

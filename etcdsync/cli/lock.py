@@ -45,6 +45,16 @@ KILL_GRACE = 5.0
 _IDLE_WAKE = 0.5
 
 
+def _lock_timeout(text: str) -> float:
+    """argparse type: seconds >= 0 (0 takes the lock only if it is free now)."""
+    try:
+        if float(text) == 0:
+            return 0.0
+    except ValueError:
+        pass  # seconds() says what is wrong with it
+    return seconds(text)
+
+
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sub = commands.add_parser(
         "lock",
@@ -68,10 +78,11 @@ def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     sub.add_argument(
         "--timeout",
         dest="lock_timeout",
-        type=seconds,
+        type=_lock_timeout,
         default=None,
         metavar="S",
-        help="give up (exit 4) if the lock is not acquired within S seconds "
+        help="give up (exit 4) if the lock is not acquired within S seconds; 0: only "
+        "if it is free now, as a cron job on one of N hosts wants "
         "(default: wait as long as it takes)",
     )
     # The request deadline is the global --timeout, given before `lock`.
