@@ -16,7 +16,8 @@ from typing import Any
 import pytest
 
 from etcdsync import Client, Term, Op, errors
-from etcdsync._backends._sync import FLAVOUR, Cancelled
+from etcdsync._backends._sync import FLAVOUR, Cancelled, sleep, spawn
+from etcdsync.testing.proxy import FaultProxy
 
 TTL = 2
 # The work must end within this long of the client learning of the loss (the
@@ -194,3 +195,41 @@ def test_leadership_and_run_work_in_a_namespace(etcd_endpoint: str, prefix: str)
         key = election.run(work, "me", timeout=5)
         assert key is not None and key.startswith(b"e/")
         assert (etcd.get(f"{prefix}data")).value == b"x"
+
+
+def test_forever_leads_again_after_an_outage(etcd_endpoint: str, prefix: str) -> None:
+    """A partition longer than the TTL: the term is lost (the keepalive's local deadline),
+    campaigns fail while etcd is unreachable and are retried with backoff; once the
+    network heals the member leads again, on a new session."""
+    name = f"{prefix}e"
+    terms: list[tuple[int, int]] = []
+    healed: list[float] = []
+    with FaultProxy(etcd_endpoint) as proxy:
+        with Client(proxy.endpoint, timeout=1) as etcd:
+            election = etcd.election(name, ttl=TTL)
+
+            def heal_after_loss(term: Term) -> None:
+                assert term.wait_lost(TTL + 5), "the partition was not noticed"
+                sleep(1)  # campaigns fail meanwhile
+                proxy.heal()
+                proxy.reset()  # drop the stalled connections: the client reconnects
+                healed.append(time.monotonic())
+
+            def work(term: Term) -> str:
+                assert term.session is not None
+                terms.append((term.revision, term.session.lease_id))
+                if len(terms) == 1:
+                    spawn(heal_after_loss, term, name="test-heal")
+                    proxy.blackhole()
+                    term.wait_lost(TTL + 5)
+                    return "first term"
+                return "done"
+
+            assert election.run(work, "me", forever=True) == "done"
+            elected_again = time.monotonic()
+    (first, first_lease), (second, second_lease) = terms
+    assert second > first and second_lease != first_lease
+    took = elected_again - healed[0]
+    print(f"{FLAVOUR}: leading again {took:.2f} s after the network healed")
+    # Backoff between failed campaigns grows to at most 5 s (drawn in [2.5, 5]).
+    assert took < 5 + 3, took
