@@ -28,7 +28,7 @@ from pathlib import Path
 
 import pytest
 
-from etcdsync import AsyncClient, AsyncTerm, Client, Op, Term
+from etcdsync import AsyncClient, AsyncTerm, Client, Op, Term, errors
 from etcdsync.watch_types import EventType
 
 THIS = str(Path(__file__).resolve())
@@ -310,6 +310,28 @@ def test_signal_resigns_at_once_and_run_returns(
         assert worker.proc.wait(10) == 0
     finally:
         worker.kill()
+
+
+def test_signal_handlers_need_the_main_thread(etcd_endpoint: str, prefix: str) -> None:
+    name = f"{prefix}election"
+    outcome: list[BaseException] = []
+    with Client(etcd_endpoint) as etcd:
+
+        def in_a_thread() -> None:
+            try:
+                etcd.election(name, ttl=5).run(
+                    lambda term: None, "me", install_signal_handlers=True
+                )
+            except BaseException as exc:
+                outcome.append(exc)
+
+        thread = threading.Thread(target=in_a_thread)
+        thread.start()
+        thread.join(10)
+        assert len(outcome) == 1 and isinstance(outcome[0], errors.InvalidRequest)
+        assert "main thread" in str(outcome[0])
+        # Refused before campaigning: nothing was written.
+        assert etcd.get(f"{name}/", prefix=True, count_only=True).count == 0
 
 
 if __name__ == "__main__":
