@@ -3,7 +3,8 @@
     python examples/config_watcher.py                    # starts an embedded etcd
     python examples/config_watcher.py 127.0.0.1:2379     # or uses yours
 
-A service keeps its settings under ``demo/services/api/`` as JSON values.  The
+A service keeps its settings under ``demo/services/api/`` (inside a fresh namespace of
+its own, so nothing else on the cluster is touched) as JSON values.  The
 watcher loads them at one revision, then follows every change: a txn that
 changes three keys is applied as one update; a value that is not JSON, or a
 state the validator refuses, is rejected and the last good config stays in
@@ -15,6 +16,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
+import uuid
 
 from etcdsync import Client, ConfigSnapshot, Op, errors
 from etcdsync.testing import endpoint_or_embedded
@@ -30,7 +32,9 @@ def validate(config: ConfigSnapshot) -> None:
 
 
 def run(endpoint: str) -> None:
-    with Client(endpoint) as etcd:
+    with Client(endpoint) as client:
+        # A fresh namespace: every key below lives under it, and nothing else is touched.
+        etcd = client.namespace(f"examples/config_watcher/{uuid.uuid4().hex[:8]}/")
         etcd.delete(PREFIX, prefix=True)
         etcd.put(PREFIX + "port", "8080")
         etcd.put(PREFIX + "workers", "4")

