@@ -16,7 +16,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from ._keys import key_range, to_bytes, to_key
 from ._pb import rpc_pb2 as rpc
@@ -46,6 +46,11 @@ class SortTarget(enum.IntEnum):
 
 # The wire fields are int64: protobuf would raise a bare ValueError past this.
 _INT64_MAX = 2**63 - 1
+
+# The builders skip every check when an int option is this very object: the default
+# 0 (CPython has one 0; a 0 that is another object, or a False, takes the checked path).
+_ZERO = 0
+_new = object.__new__
 
 
 def _check_revision(name: str, value: int) -> int:
@@ -108,7 +113,27 @@ def range_request(
     max_create_revision: int = 0,
 ) -> rpc.RangeRequest:
     """Build a RangeRequest; see :meth:`Op.get` for the options."""
-    raw_key, raw_end = key_range(key, range_end=range_end, prefix=prefix, from_key=from_key)
+    if range_end is None and prefix is False and from_key is False:
+        # One key (the common call): no range arithmetic.
+        raw_key, raw_end = (key if type(key) is bytes and key else to_key(key)), b""
+    else:
+        raw_key, raw_end = key_range(key, range_end=range_end, prefix=prefix, from_key=from_key)
+    if (
+        limit is _ZERO
+        and revision is _ZERO
+        and sort_order is None
+        and sort_target is None
+        and serializable is False
+        and keys_only is False
+        and count_only is False
+        and min_mod_revision is _ZERO
+        and max_mod_revision is _ZERO
+        and min_create_revision is _ZERO
+        and max_create_revision is _ZERO
+    ):
+        # Every option at its default (nothing to check, nothing to set): the other
+        # fields keep their zero values, exactly as below.
+        return rpc.RangeRequest(key=raw_key, range_end=raw_end)
     order, target = _parse_sort(sort_order, sort_target)
     return rpc.RangeRequest(
         key=raw_key,
@@ -137,7 +162,12 @@ def put_request(
     ignore_lease: bool = False,
 ) -> rpc.PutRequest:
     """Build a PutRequest; see :meth:`Op.put` for the options."""
-    raw_value = to_bytes(value, "value")
+    raw_value = value if type(value) is bytes else to_bytes(value, "value")
+    if lease is _ZERO and prev_kv is False and ignore_value is False and ignore_lease is False:
+        # No option (the common call): nothing to check but the key.
+        return rpc.PutRequest(
+            key=key if type(key) is bytes and key else to_key(key), value=raw_value
+        )
     for name, flag in (
         ("prev_kv", prev_kv),
         ("ignore_value", ignore_value),
@@ -167,6 +197,9 @@ def delete_request(
     prev_kv: bool = False,
 ) -> rpc.DeleteRangeRequest:
     """Build a DeleteRangeRequest; see :meth:`Op.delete` for the options."""
+    if range_end is None and prefix is False and from_key is False and prev_kv is False:
+        # One key, no option (the common call).
+        return rpc.DeleteRangeRequest(key=key if type(key) is bytes and key else to_key(key))
     raw_key, raw_end = key_range(key, range_end=range_end, prefix=prefix, from_key=from_key)
     return rpc.DeleteRangeRequest(
         key=raw_key, range_end=raw_end, prev_kv=_check_flag("prev_kv", prev_kv)
@@ -396,6 +429,14 @@ class Compare:
         setattr(pb, _TARGET_FIELD[self.target], self.operand)
         return pb
 
+    def _add_to(self, compares: Any) -> None:
+        """Append the wire form to a TxnRequest's ``compare`` field (built in place:
+        no message copied)."""
+        pb = compares.add(result=int(self.result), target=int(self.target), key=self.key)
+        if self.range_end:
+            pb.range_end = self.range_end
+        setattr(pb, _TARGET_FIELD[self.target], self.operand)
+
     @staticmethod
     def value(key: object, **range_opts: object) -> CompareOperand:
         """Compare the value of ``key`` (bytes/str operand)."""
@@ -443,10 +484,14 @@ class CompareOperand:
     __hash__ = None  # type: ignore[assignment]
 
     def __init__(self, target: CompareTarget, key: object, range_opts: dict[str, object]) -> None:
+        self._target = target
+        if not range_opts:  # one key (the common compare): no range arithmetic
+            self._key = key if type(key) is bytes and key else to_key(key)
+            self._range_end = b""
+            return
         unknown = set(range_opts) - {"range_end", "prefix", "from_key"}
         if unknown:
             raise InvalidRequest(f"unknown compare option(s): {', '.join(sorted(unknown))}")
-        self._target = target
         self._key, self._range_end = key_range(
             key,
             range_end=range_opts.get("range_end"),
@@ -466,7 +511,16 @@ class CompareOperand:
             if not -_INT64_MAX - 1 <= lease_or_int <= _INT64_MAX:
                 raise InvalidRequest(f"compare operand {operand!r} does not fit in int64")
             value = lease_or_int
-        return Compare(self._target, result, self._key, self._range_end, value)
+        # As Compare(...), without the frozen dataclass's field-by-field __init__.
+        compare = _new(Compare)
+        compare.__dict__.update(
+            target=self._target,
+            result=result,
+            key=self._key,
+            range_end=self._range_end,
+            operand=value,
+        )
+        return compare
 
     def __eq__(self, other: object) -> Compare:  # type: ignore[override]
         return self._build(CompareResult.EQUAL, other)
@@ -511,6 +565,14 @@ def _branch_depth(success: Sequence[Op], failure: Sequence[Op]) -> int:
     return max((op.depth for op in (*success, *failure) if isinstance(op, Op)), default=0)
 
 
+# The RequestOp field of each request type (a nested txn otherwise).
+_OP_FIELDS: dict[type, str] = {
+    rpc.RangeRequest: "request_range",
+    rpc.PutRequest: "request_put",
+    rpc.DeleteRangeRequest: "request_delete_range",
+}
+
+
 def txn_request(
     compare: Iterable[Compare], success: Iterable[Op], failure: Iterable[Op]
 ) -> rpc.TxnRequest:
@@ -526,8 +588,16 @@ def txn_request(
                 f"txn compares must be Compare objects, got {type(c).__name__}"
                 " (did you write `Compare.value(k) == v`?)"
             )
-    return rpc.TxnRequest(
-        compare=[c.to_pb() for c in compares],
-        success=[request_op(op) for op in success],
-        failure=[request_op(op) for op in failure],
-    )
+    # Built in place, as request_op() would wrap each op: every op's request is
+    # copied once (into its branch), every compare not at all.
+    request = rpc.TxnRequest()
+    for c in compares:
+        c._add_to(request.compare)
+    for branch, ops in ((request.success, success), (request.failure, failure)):
+        for op in ops:
+            if not isinstance(op, Op):
+                raise InvalidRequest(f"txn branches hold Op objects, got {type(op).__name__}")
+            inner = op.request
+            field = _OP_FIELDS.get(type(inner), "request_txn")
+            getattr(branch.add(), field).CopyFrom(inner)
+    return request

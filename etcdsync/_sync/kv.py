@@ -25,6 +25,7 @@ from ..models import (
     OpResponse,
     PutResponse,
     TxnResponse,
+    wrap_kvs,
 )
 from ..ops import (
     Compare,
@@ -52,6 +53,19 @@ def _read_only(request: rpc.TxnRequest) -> bool:
     return True
 
 
+def _only_reads(ops: list[Op]) -> bool:
+    """:func:`_read_only` for a branch still held as :class:`Op` objects (no walk
+    through the wire message)."""
+    for op in ops:
+        request = op.request
+        if type(request) is rpc.RangeRequest:
+            continue
+        if type(request) is rpc.TxnRequest and _read_only(request):
+            continue
+        return False
+    return True
+
+
 # The wire method of each request type, and whether it is safe to repeat.
 _ROUTES: dict[type, tuple[Method, bool]] = {
     rpc.RangeRequest: (KV_RANGE, True),
@@ -60,6 +74,14 @@ _ROUTES: dict[type, tuple[Method, bool]] = {
     rpc.TxnRequest: (KV_TXN, False),
     rpc.CompactionRequest: (KV_COMPACT, False),
 }
+
+# The routes of the verbs, which know their request type.
+_GET = _ROUTES[rpc.RangeRequest]
+_PUT = _ROUTES[rpc.PutRequest]
+_DELETE = _ROUTES[rpc.DeleteRangeRequest]
+_COMPACT = _ROUTES[rpc.CompactionRequest]
+_WRITING_TXN = (KV_TXN, False)
+_READING_TXN = (KV_TXN, True)
 
 # The typed response of each request type (for do()).
 _RESPONSES: dict[type, Any] = {
@@ -82,15 +104,25 @@ class KV:
         is a namespaced view: see :meth:`namespace`)."""
         return self._keyspace.prefix
 
-    def _request(self, request: Any, timeout: float | None) -> Any:
-        """Send one KV request through the key space; the one path of every KV verb."""
-        method, idempotent = _ROUTES[type(request)]
-        if method is KV_TXN:
-            idempotent = _read_only(request)  # a txn that only reads may be repeated
-        response = self._conn.unary(
-            method, self._keyspace.outbound(request), timeout=timeout, idempotent=idempotent
-        )
-        return self._keyspace.inbound(response)
+    def _request(
+        self, request: Any, timeout: float | None, route: tuple[Method, bool] | None = None
+    ) -> Any:
+        """Send one KV request through the key space; the one path of every KV verb.
+
+        ``route`` is the request's method and whether it may be repeated, when the
+        caller knows them (found from the request otherwise).
+        """
+        if route is None:
+            route = _ROUTES[type(request)]
+            if route[0] is KV_TXN:  # a txn that only reads may be repeated
+                route = _READING_TXN if _read_only(request) else _WRITING_TXN
+        keyspace = self._keyspace
+        if keyspace.prefix:
+            request = keyspace.outbound(request)
+        response = self._conn.unary(route[0], request, timeout=timeout, idempotent=route[1])
+        if keyspace.prefix:
+            keyspace.inbound(response)
+        return response
 
     def get(
         self,
@@ -135,7 +167,7 @@ class KV:
             min_create_revision=min_create_revision,
             max_create_revision=max_create_revision,
         )
-        return GetResponse.from_pb(self._request(request, timeout))
+        return GetResponse.from_pb(self._request(request, timeout, _GET))
 
     def put(
         self,
@@ -163,7 +195,7 @@ class KV:
             ignore_lease=ignore_lease,
         )
         try:
-            response = self._request(request, timeout)
+            response = self._request(request, timeout, _PUT)
         except errors.LeaseNotFoundError as exc:
             exc.lease_id = request.lease  # the server's message does not say which
             raise
@@ -183,7 +215,7 @@ class KV:
         request = delete_request(
             key, range_end=range_end, prefix=prefix, from_key=from_key, prev_kv=prev_kv
         )
-        return DeleteResponse.from_pb(self._request(request, timeout))
+        return DeleteResponse.from_pb(self._request(request, timeout, _DELETE))
 
     def compact(
         self, revision: int, *, physical: bool = False, timeout: float | None = None
@@ -195,7 +227,7 @@ class KV:
         if not isinstance(revision, int) or isinstance(revision, bool) or revision <= 0:
             raise errors.InvalidRequest(f"revision must be a positive int, got {revision!r}")
         request = rpc.CompactionRequest(revision=revision, physical=physical)
-        return CompactResponse.from_pb(self._request(request, timeout))
+        return CompactResponse.from_pb(self._request(request, timeout, _COMPACT))
 
     def txn(
         self,
@@ -210,7 +242,10 @@ class KV:
         A txn that only reads is retried on transient failures; one that writes
         is not (its outcome is unknown on Unavailable/Timeout).
         """
-        return self._txn_request(txn_request(compare, success, failure), timeout)
+        success, failure = list(success), list(failure)
+        request = txn_request(compare, success, failure)
+        route = _READING_TXN if _only_reads(success) and _only_reads(failure) else _WRITING_TXN
+        return TxnResponse.from_pb(self._request(request, timeout, route))
 
     def transaction(self) -> Txn:
         """Start a fluent txn: ``.If(...).Then(...).Else(...)`` then ``commit()``."""
@@ -269,10 +304,10 @@ class KV:
                 keys_only=keys_only,
                 serializable=serializable,
             )
-            response = self._request(request, timeout)
+            response = self._request(request, timeout, _GET)
             revision = revision or response.header.revision
-            for kv in response.kvs:
-                yield KeyValue.from_pb(kv)
+            for kv in wrap_kvs(response.kvs):
+                yield kv
             if not response.more or not response.kvs:
                 return
             # The smallest key after the last one seen.
