@@ -23,7 +23,7 @@ from .._backends._async import Event, Queue
 from .._keyspace import ROOT, KeySpace
 from .._pb import rpc_pb2 as rpc
 from ..watch_types import Event as WatchEvent
-from ..watch_types import WatchResponse
+from ..watch_types import WatchResponse, events_from_pb
 
 _Item = WatchResponse | errors.EtcdError | None  # None: cancelled by its user
 
@@ -116,13 +116,18 @@ class AsyncWatcher:
         if not self._keyspace.is_root:  # a namespace's watch: keys without its prefix
             for event in events:
                 self._keyspace.strip_event(event)
-        self._fragments.extend(WatchEvent.from_pb(e) for e in events)
-        if fragment:
-            return True  # the rest of this batch follows in the next response
-        batch, self._fragments = self._fragments, []
+        if self._fragments or fragment:
+            self._fragments.extend(events_from_pb(events, self._template.prev_kv))
+            if fragment:
+                return True  # the rest of this batch follows in the next response
+            batch, self._fragments = self._fragments, []
+        else:  # the whole batch in one response: the usual case
+            batch = events_from_pb(events, self._template.prev_kv)
         # Defensive: after a resume the server starts at next_revision, so nothing
-        # older can arrive; dropping it anyway keeps delivery exactly-once.
-        batch = [e for e in batch if e.kv.mod_revision >= self.next_revision]
+        # older can arrive; dropping it anyway keeps delivery exactly-once.  Events
+        # come in revision order: only a batch that starts too early needs the filter.
+        if batch and batch[0].kv.mod_revision < self.next_revision:
+            batch = [e for e in batch if e.kv.mod_revision >= self.next_revision]
         if not batch:
             return True
         self.next_revision = batch[-1].kv.mod_revision + 1
