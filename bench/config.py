@@ -203,8 +203,8 @@ WORKLOADS: tuple[Workload, ...] = (
             Metric("read_ms", "ms per read", "lower", 1),
             Metric("cpu_ms", "client CPU ms", "lower", 1),
         ),
-        {"keys": 10_000, "reps": 5, **_VALUE},
-        {"keys": 1000, "reps": 1, **_VALUE},
+        {"keys": 10_000, "reps": 5, "reads": 10, **_VALUE},
+        {"keys": 1000, "reps": 1, "reads": 3, **_VALUE},
     ),
     Workload(
         "watch_delivery",

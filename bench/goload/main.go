@@ -317,14 +317,24 @@ func rangeRead(cli *clientv3.Client, p params, endpoint string) {
 		cmd, out := startWriter(p, endpoint, prefix, keys, 100, p.int("value_size"))
 		finishWriter(cmd, out)
 	}
+	reads := 1
+	if _, ok := p["reads"]; ok {
+		reads = p.int("reads")
+	}
 	for rep := -1; rep < p.int("reps"); rep++ { // rep -1 warms up
-		cpu0, start := cpuSeconds(), time.Now()
-		resp, err := cli.Get(context.Background(), prefix, clientv3.WithPrefix())
-		check(err)
-		wall, cpu := time.Since(start).Seconds(), cpuSeconds()-cpu0
-		if len(resp.Kvs) != keys {
-			fail(fmt.Errorf("range read returned %d keys, not %d", len(resp.Kvs), keys))
+		n := reads
+		if rep < 0 {
+			n = 1
 		}
+		cpu0, start := cpuSeconds(), time.Now()
+		for i := 0; i < n; i++ {
+			resp, err := cli.Get(context.Background(), prefix, clientv3.WithPrefix())
+			check(err)
+			if len(resp.Kvs) != keys {
+				fail(fmt.Errorf("range read returned %d keys, not %d", len(resp.Kvs), keys))
+			}
+		}
+		wall, cpu := time.Since(start).Seconds()/float64(n), (cpuSeconds()-cpu0)/float64(n)
 		if rep >= 0 {
 			result("range_read", rep, map[string]float64{
 				"read_ms": wall * 1e3, "keys_s": float64(keys) / wall, "cpu_ms": cpu * 1e3,
