@@ -72,7 +72,7 @@ def events_from_pb(events: Any, prev_kv: bool = True) -> list[Event]:
     set_type, set_kv, set_prev_kv = _EVENT_SETTERS
     kinds, count = _EVENT_TYPES, len(_EVENT_TYPES)
     new, set_kv_pb = _new, _set_kv_pb
-    out = []
+    out: list[Event] = []
     append = out.append
     for pb in events:
         event = new(Event)
