@@ -11,11 +11,11 @@ from __future__ import annotations
 from typing import Any
 
 from .. import errors
-from .._backends._sync import run_callback, spawn
 from .._keys import key_range
 from .._keyspace import KeySpace
 from .._pb import rpc_pb2 as rpc
 from .connection import Connection
+from .watch_callbacks import dispatcher_of
 from .watch_stream import WatchStream
 from .watcher import Watcher, WatchCallback
 
@@ -110,15 +110,20 @@ class WatchAPI:
     ) -> Watcher:
         """Watch like :meth:`watch` and call ``callback`` with each batch.
 
-        The callback runs in a task (thread, in the sync client) of its own, so a
-        slow callback delays only its own watcher.  It receives the terminal
-        error (e.g. :class:`~etcdsync.errors.CompactedError`) once, as its last
-        call; cancelling the returned watcher ends it without a call.  An exception
-        raised by the callback is logged with its traceback (logger
-        ``etcdsync.callbacks``) and the next batch is delivered as usual.
+        Callbacks run on the client's callback workers (tasks; threads in the sync
+        client), not in a task or thread per watcher: a thousand callback watchers
+        add two.  Each watcher's callbacks run one at a time, in revision order.  A
+        slow callback delays the other watchers' callbacks by at most 0.1 s
+        (``STALL_BOUND``, plus the time to start a worker): past it, another worker
+        takes over the others.  The
+        callback receives the terminal error (e.g.
+        :class:`~etcdsync.errors.CompactedError`) once, as its last call; cancelling
+        the returned watcher ends it without a call.  An exception raised by the
+        callback is logged with its traceback (logger ``etcdsync.callbacks``) and
+        the next batch is delivered as usual.
         """
         watcher = self.watch(key, **options)
-        spawn(_feed_callback, watcher, callback, name="etcdsync-watch-callback")
+        dispatcher_of(self._conn).add(watcher, callback)
         return watcher
 
     def request_watch_progress(self, *, require_leader: bool = False) -> None:
@@ -126,13 +131,3 @@ class WatchAPI:
         created with ``progress_notify=True``): it tells the revision up to
         which every event has been delivered."""
         self._watch_stream(require_leader).request_progress()
-
-
-def _feed_callback(watcher: Watcher, callback: WatchCallback) -> None:
-    # The one callback policy (etcdsync._callbacks): a raising callback is logged and
-    # fed the next batch; it must never end this loop while the watcher stays registered.
-    try:
-        for batch in watcher:
-            run_callback("watch", callback, batch)
-    except errors.EtcdError as exc:
-        run_callback("watch", callback, exc)

@@ -79,6 +79,7 @@ class Watcher:
         self.suspended = False
         self.finished = False
         self._end: errors.EtcdError | None = None
+        self._listener: Callable[[], None] | None = None
 
     @property
     def key(self) -> bytes:
@@ -167,6 +168,29 @@ class Watcher:
 
     def _push(self, item: _Item) -> None:
         self._queue.put(item)
+        if self._listener is not None:
+            self._listener()
+
+    # --- used by a callback dispatcher (watch_callbacks.py) ------------------------------
+
+    def set_listener(self, listener: Callable[[], None]) -> None:
+        """Call ``listener`` (from the stream's reader) after each item is buffered,
+        and now if some already are: a dispatcher then runs this watcher's callback."""
+        self._listener = listener
+        if self._queue.qsize():
+            listener()
+
+    def has_items(self) -> bool:
+        """True when an item is buffered."""
+        return self._queue.qsize() > 0
+
+    def take(self) -> _Item:
+        """The next buffered item, without waiting (raises ``QueueEmpty`` when none):
+        a batch, the terminal error, or None once cancelled."""
+        item = self._queue.get_nowait()
+        if self.suspended and self.drained():
+            self._stream.resume(self)
+        return item
 
     # --- used by its consumer ---------------------------------------------------------------
 
