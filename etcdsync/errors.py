@@ -50,6 +50,7 @@ __all__ = [
     "ElectionError",
     "ElectionTimeout",
     "EtcdError",
+    "ForeignKeyError",
     "ForkedClientError",
     "FutureRevisionError",
     "GroupError",
@@ -94,6 +95,7 @@ __all__ = [
     "STMConflictError",
     "STMError",
     "STMTimeout",
+    "SemaphoreLimitError",
     "ServiceError",
     "ServiceTimeout",
     "SessionExpiredError",
@@ -335,6 +337,42 @@ class LockLostError(LockError):
     Raised by guarded writes whose ownership check failed and by a waiter whose
     queued key vanished.
     """
+
+
+class SemaphoreLimitError(LockError):
+    """Two semaphores of one name disagree on their ``limit``.
+
+    Each semaphore key records the limit its holder used; an acquire that finds a
+    key with another limit among the holders it reads raises this (and leaves no
+    key behind).  ``key`` is that key, ``limit`` the limit it records and
+    ``expected`` the limit of the acquire that found it.
+    """
+
+    def __init__(
+        self, message: str, *, key: bytes, limit: int, expected: int, **kw: str | None
+    ) -> None:
+        super().__init__(message, **kw)
+        self.key = key
+        self.limit = limit
+        self.expected = expected
+
+
+class ForeignKeyError(ClientError):
+    """A key without a lease sits under the prefix of a lock, semaphore or election.
+
+    The prefix belongs to the recipe: every key under it is a contender's
+    lease-bound key, ordered by create revision.  A key written there without a
+    lease (data such as ``jobs/nightly/last-run`` next to ``lock("jobs/nightly")``)
+    would be the oldest contender for good - the lock held, the leadership taken,
+    by nobody - so a recipe that finds one among the keys it must wait for raises
+    this instead of waiting forever (leaving nothing of its own behind).  ``key``
+    is the offending key, ``prefix`` the recipe's prefix: move the data elsewhere.
+    """
+
+    def __init__(self, message: str, *, key: bytes, prefix: bytes, **kw: str | None) -> None:
+        super().__init__(message, **kw)
+        self.key = key
+        self.prefix = prefix
 
 
 # --- recipes: elections and live config ---------------------------------------

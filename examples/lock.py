@@ -70,8 +70,8 @@ def run(endpoint: str) -> None:
         with rw.read(), rw.read():
             print("rw    -> two readers at once; writer gets in?", rw.write().try_acquire())
         with rw.write(timeout=5) as writer:
-            writer.guarded_txn([Op.put("demo/catalog/data", "v2")])
-            print("rw    -> writer alone, wrote", etcd.get("demo/catalog/data").value)
+            writer.guarded_txn([Op.put("demo/catalog-data", "v2")])
+            print("rw    -> writer alone, wrote", etcd.get("demo/catalog-data").value)
 
         etcd.delete("demo/", prefix=True)
 

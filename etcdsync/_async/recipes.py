@@ -56,13 +56,16 @@ class AsyncRecipesAPI:
         """A new session: a lease of ``ttl`` seconds (or ``lease``) kept alive until closed."""
         return await AsyncSession.create(self, ttl=ttl, lease=lease)
 
-    async def shared_session(self, ttl: int = DEFAULT_SESSION_TTL) -> AsyncSession:
-        """The client's session for ``ttl``, created on first use and replaced once lost.
+    async def shared_session(
+        self, ttl: int = DEFAULT_SESSION_TTL, *, timeout: float | None = None
+    ) -> AsyncSession:
+        """The client's session for ``ttl``, created on first use and replaced once lost
+        (its keepalive reported it, or a recipe's request proved its lease gone).
 
         Recipes created without ``session=`` use it; it is revoked when the client
-        closes.
+        closes.  ``timeout`` bounds its creation (:class:`~etcdsync.errors.Timeout`).
         """
-        return await self._sessions.get(ttl)
+        return await self._sessions.get(ttl, timeout=timeout)
 
     def lock(
         self: AsyncRecipeClient,

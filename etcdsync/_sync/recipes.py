@@ -57,13 +57,16 @@ class RecipesAPI:
         """A new session: a lease of ``ttl`` seconds (or ``lease``) kept alive until closed."""
         return Session.create(self, ttl=ttl, lease=lease)
 
-    def shared_session(self, ttl: int = DEFAULT_SESSION_TTL) -> Session:
-        """The client's session for ``ttl``, created on first use and replaced once lost.
+    def shared_session(
+        self, ttl: int = DEFAULT_SESSION_TTL, *, timeout: float | None = None
+    ) -> Session:
+        """The client's session for ``ttl``, created on first use and replaced once lost
+        (its keepalive reported it, or a recipe's request proved its lease gone).
 
         Recipes created without ``session=`` use it; it is revoked when the client
-        closes.
+        closes.  ``timeout`` bounds its creation (:class:`~etcdsync.errors.Timeout`).
         """
-        return self._sessions.get(ttl)
+        return self._sessions.get(ttl, timeout=timeout)
 
     def lock(
         self: RecipeClient,

@@ -3,9 +3,11 @@
 ``etcdsync elect NAME PROPOSAL`` campaigns with PROPOSAL as its value, prints
 ``elected ...`` once it leads, and leads until interrupted (then it resigns, so the
 next candidate takes over at once).  A candidate that dies without resigning is
-replaced once its session lease (``--ttl``) expires.  ``etcdsync elect NAME
---listen`` prints the leader, then every change of leader.  The key layout is
-etcdctl's and Go's: ``etcdctl elect`` candidates take part in the same election.
+replaced once its session lease (``--ttl``) expires.  ``etcdsync elect
+NAME --listen`` prints the leader, then every change of leader, and ``no leader``
+when the election has none (at the start, or when the leader leaves with no
+successor).  The key layout is etcdctl's and Go's: ``etcdctl elect`` candidates
+take part in the same election.
 """
 
 from __future__ import annotations
@@ -108,9 +110,12 @@ def _campaign(args: argparse.Namespace, client: Client, election: Election) -> i
 
 
 def _listen(election: Election) -> int:
-    if election.leader() is None:
-        emit("no leader")
+    # The observer reports vacancy too: "no leader" first when nobody leads, and
+    # each time the leader leaves with no candidate to follow it.
     with election.observe() as observer:
-        for kv in observer:
-            emit(f"leader {_describe(kv)}")
-    return EXIT_OK
+        while True:
+            try:
+                kv = observer.next_change()
+            except StopIteration:
+                return EXIT_OK
+            emit("no leader" if kv is None else f"leader {_describe(kv)}")

@@ -10,7 +10,9 @@ Public helpers (used by the Mutex, RWLock, Semaphore and Election recipes):
 
 * :func:`wait_for_deletes` - wait until at most ``allowed`` keys under a prefix
   have a create revision ``<= max_create_revision``;
-* :func:`session_error` - the error a recipe raises once its session has ended.
+* :func:`session_error` - the error a recipe raises once its session has ended;
+* :func:`foreign_key_error` - the error for a lease-less key under a recipe's prefix;
+* :class:`AsyncWaitAbort` - ends a wait from another task or thread.
 
 Deadlines come from the pure :class:`etcdsync._deadline.Deadline`.
 
@@ -20,10 +22,10 @@ Everything here uses the client's public KV and Watch API only.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 from ... import errors
-from ..._backends._async import spawn
+from ..._backends._async import StateLock, spawn, wait_event
 from ..._deadline import Deadline
 from ...watch_types import EventType
 from .recipe_client import AsyncRecipeClient
@@ -32,7 +34,22 @@ if TYPE_CHECKING:
     from ..watcher import AsyncWatcher
     from .session import AsyncSession
 
-__all__ = ["session_error", "wait_for_deletes"]
+__all__ = [
+    "WAIT_REQUEST_TIMEOUT",
+    "AsyncWaitAbort",
+    "foreign_key_error",
+    "request_while_alive",
+    "session_error",
+    "wait_for_deletes",
+]
+
+
+WAIT_REQUEST_TIMEOUT = 1.0
+"""The longest a waiter with a session runs one request (see ``_SessionWatch.request``)."""
+_RETRY_FIRST_DELAY = 0.05
+_MIN_ATTEMPT = 0.05  # a repeated request is not worth making with less time than this
+
+_T = TypeVar("_T")
 
 
 def session_error(session: AsyncSession) -> errors.EtcdError:
@@ -43,55 +60,154 @@ def session_error(session: AsyncSession) -> errors.EtcdError:
     ``reason``; a closed session or client keeps its
     :class:`~etcdsync.errors.ClientClosedError`.
     """
-    error = session.error
-    if isinstance(error, errors.SessionExpiredError):
-        return error
-    if isinstance(error, errors.LeaseExpiredError) or error is None:
-        reason = getattr(error, "reason", None)
-        detail = error.message if error is not None else "the session ended"
-        new = errors.SessionExpiredError(
-            f"session {session.lease_id:x} ended: {detail}",
-            lease_id=session.lease_id,
-            reason=None if reason is None else str(reason),
-        )
-        new.__cause__ = error
-        return new
-    return error
+    return session.waiter_error()
+
+
+class AsyncWaitAbort:
+    """Ends the :func:`wait_for_deletes` calls given it, from any task or thread.
+
+    ``abort(error)`` makes every such wait - running now or started later - raise
+    ``error`` at once (an Election's ``resign()`` ends a ``campaign()`` pending in
+    another thread this way).
+    """
+
+    def __init__(self) -> None:
+        self._lock = StateLock()
+        self._error: errors.EtcdError | None = None
+        self._guards: list[_SessionWatch] = []
+
+    @property
+    def error(self) -> errors.EtcdError | None:
+        """The error given to :meth:`abort`, or None."""
+        return self._error
+
+    def abort(self, error: errors.EtcdError) -> None:
+        """End the waits with ``error`` (the first call wins)."""
+        with self._lock:
+            if self._error is not None:
+                return
+            self._error = error
+            guards = list(self._guards)
+        for guard in guards:
+            guard.interrupt()
+
+    def check(self) -> None:
+        """Raise the abort's error, if any."""
+        if self._error is not None:
+            raise self._error
+
+    def _add(self, guard: _SessionWatch) -> None:
+        with self._lock:
+            self._guards.append(guard)
+
+    def _remove(self, guard: _SessionWatch) -> None:
+        with self._lock:
+            if guard in self._guards:
+                self._guards.remove(guard)
+
+
+async def request_while_alive(
+    session: AsyncSession,
+    deadline: Deadline,
+    call: Callable[[float | None], Awaitable[_T]],
+    abort: AsyncWaitAbort | None = None,
+) -> _T:
+    """``await call(timeout)`` for a waiter of ``session``: retried while it times out
+    or finds no server, until ``deadline`` passes or the session ends (or ``abort``
+    fires).  ``call`` must be safe to repeat (a read, a watch's creation, a
+    create-if-absent txn).
+
+    A request cannot be interrupted, so each attempt gets at most
+    :data:`WAIT_REQUEST_TIMEOUT`: on a silent endpoint the waiter notices its
+    session's end within about that long, instead of the client's request timeout,
+    and it goes on waiting - until its own deadline or its session's end - rather
+    than failing on one slow request.
+    """
+    delay = _RETRY_FIRST_DELAY
+    # The first attempt may reach past the deadline (a timeout=0 call still makes
+    # its one request); a repeated one only gets what is left.
+    timeout = deadline.rpc_timeout()
+    while True:
+        if abort is not None:
+            abort.check()
+        if session.is_done:
+            raise session_error(session)
+        if timeout is None or timeout > WAIT_REQUEST_TIMEOUT:
+            timeout = WAIT_REQUEST_TIMEOUT
+        try:
+            return await call(timeout)
+        except (errors.Timeout, errors.ConnectionError_):
+            remaining = deadline.remaining()
+            if remaining is not None and remaining < _RETRY_FIRST_DELAY + _MIN_ATTEMPT:
+                raise
+        pause = delay if remaining is None else min(delay, remaining - _MIN_ATTEMPT)
+        await wait_event(session.done, pause)
+        delay = min(delay * 2, WAIT_REQUEST_TIMEOUT)
+        timeout = deadline.remaining()
 
 
 class _SessionWatch:
-    """Ends the current wait as soon as the session ends (cancels its watcher)."""
+    """Ends the current wait as soon as the session ends or the abort fires (cancels
+    its watcher), and runs the wait's requests so that they cannot outlive either
+    for long (:meth:`request`)."""
 
-    def __init__(self, session: AsyncSession | None) -> None:
+    def __init__(
+        self, session: AsyncSession | None, abort: AsyncWaitAbort | None, deadline: Deadline
+    ) -> None:
         self._session = session
+        self._abort = abort
+        self._deadline = deadline
+        self._lock = StateLock()
         self._watcher: AsyncWatcher | None = None
         if session is not None:
             session.add_done_callback(self._on_done)
+        if abort is not None:
+            abort._add(self)
 
     def _on_done(self, error: errors.EtcdError) -> None:
-        # Runs in the keepalive manager's task/thread: hand the (I/O doing) cancel
-        # to a task of its own.  A cancelled watcher ends the waiter's read at once.
-        watcher = self._watcher
+        self.interrupt()
+
+    def interrupt(self) -> None:
+        # Runs in the keepalive manager's task/thread or the aborting one: hand the
+        # (I/O doing) cancel to a task of its own.  A cancelled watcher ends the
+        # waiter's read at once.
+        with self._lock:
+            watcher = self._watcher
         if watcher is not None:
             spawn(watcher.cancel, name="etcdsync-wait-abort")
 
     def check(self) -> None:
-        """Raise the session's error if it has ended."""
+        """Raise the abort's error, or the session's if it has ended."""
+        if self._abort is not None:
+            self._abort.check()
         if self._session is not None and self._session.is_done:
             raise session_error(self._session)
 
+    async def request(self, call: Callable[[float | None], Awaitable[_T]]) -> _T:
+        """``await call(timeout)``: one of the wait's requests (a read, a watch's
+        creation), run by :func:`request_while_alive` when the wait has a session."""
+        if self._session is None:
+            self.check()
+            return await call(self._deadline.rpc_timeout())
+        return await request_while_alive(self._session, self._deadline, call, self._abort)
+
     def follow(self, watcher: AsyncWatcher) -> None:
-        self._watcher = watcher
-        # The session may have ended before the watcher was registered here.
+        with self._lock:
+            self._watcher = watcher
+        # The session may have ended (or the abort fired) before the watcher was
+        # registered here.
         self.check()
 
     def follow_none(self) -> None:
-        self._watcher = None
+        with self._lock:
+            self._watcher = None
 
     def close(self) -> None:
-        self._watcher = None
+        self.follow_none()
         if self._session is not None:
             self._session.remove_done_callback(self._on_done)
+        if self._abort is not None:
+            self._abort._remove(self)
 
 
 # The keys of the predecessors still present, youngest first, and the read's revision.
@@ -106,6 +222,8 @@ async def wait_for_deletes(
     session: AsyncSession | None = None,
     timeout: float | None = None,
     allowed: int = 0,
+    abort: AsyncWaitAbort | None = None,
+    leased_only: bool = False,
 ) -> int:
     """Wait until at most ``allowed`` keys under ``prefix`` have a create revision
     ``<= max_create_revision``; return the revision at which that held.
@@ -129,9 +247,13 @@ async def wait_for_deletes(
     :class:`~etcdsync.errors.SessionExpiredError`, or
     :class:`~etcdsync.errors.ClientClosedError`) as soon as ``session`` ends, and
     with :class:`~etcdsync.errors.Timeout` once ``timeout`` seconds have passed
-    (``timeout=0`` makes exactly one check).  ``max_create_revision`` must not
-    exceed the store's current revision (it never does when it is below a key
-    you created).
+    (``timeout=0`` makes exactly one check), and with the error given to
+    ``abort`` as soon as it fires.  ``max_create_revision`` must not exceed the
+    store's current revision (it never does when it is below a key you created).
+
+    With ``leased_only`` every predecessor must be a lease-bound key (the
+    prefix belongs to the recipe): one without a lease would never go, so
+    :func:`foreign_key_error` is raised as soon as one is read.
     """
     if not isinstance(allowed, int) or isinstance(allowed, bool) or allowed < 0:
         raise errors.InvalidRequest(f"allowed must be an int >= 0, got {allowed!r}")
@@ -144,9 +266,9 @@ async def wait_for_deletes(
             f"max_create_revision must be an int >= 0, got {max_create_revision!r}"
         )
     deadline = Deadline(timeout)
-    guard = _SessionWatch(session)
+    guard = _SessionWatch(session, abort, deadline)
 
-    async def predecessors() -> _Predecessors:
+    async def read(request_timeout: float | None) -> _Predecessors:
         response = await client.get(
             prefix,
             prefix=True,
@@ -155,10 +277,17 @@ async def wait_for_deletes(
             sort_target="create",
             limit=1 if allowed == 0 else 0,
             keys_only=True,
-            timeout=deadline.rpc_timeout(),
+            timeout=request_timeout,
         )
+        if leased_only:
+            for kv in response.kvs:
+                if not kv.lease:
+                    raise foreign_key_error(kv.key, prefix)
         # Not ``count``: etcd counts the range before the create-revision filter.
         return [kv.key for kv in response.kvs], response.revision
+
+    async def predecessors() -> _Predecessors:
+        return await guard.request(read)
 
     try:
         while True:
@@ -211,13 +340,17 @@ async def _follow_deletes(
     # waiter watching through it would wait forever (or until its timeout) while the
     # lock passes it by; with the header the member ends the stream within three
     # election timeouts and the watch resumes on a member that has a leader.
-    watcher = await client.watch(
-        target,
-        prefix=allowed > 0,
-        no_put=True,
-        require_leader=True,
-        timeout=deadline.rpc_timeout(),
-    )
+
+    async def start(request_timeout: float | None) -> AsyncWatcher:
+        return await client.watch(
+            target,
+            prefix=allowed > 0,
+            no_put=True,
+            require_leader=True,
+            timeout=request_timeout,
+        )
+
+    watcher = await guard.request(start)
     try:
         guard.follow(watcher)
         current, revision = await predecessors()
@@ -251,3 +384,16 @@ async def _follow_deletes(
 
 def _timeout(what: str | bytes, deadline: Deadline) -> errors.Timeout:
     return errors.Timeout(f"still waiting for deletions under {what!r} after {deadline.timeout} s")
+
+
+def foreign_key_error(key: bytes, prefix: str | bytes) -> errors.ForeignKeyError:
+    """The error for ``key``, found without a lease under a recipe's ``prefix``."""
+    raw_prefix = prefix.encode() if isinstance(prefix, str) else prefix
+    return errors.ForeignKeyError(
+        f"{key!r} has no lease but sits under {raw_prefix!r}, the prefix of a lock, "
+        "semaphore or election, where every key is a contender's lease-bound key: it "
+        "would hold the recipe for good.  Keep data out of a recipe's prefix (e.g. "
+        "write it next to the prefix, not under it) and delete that key",
+        key=key,
+        prefix=raw_prefix,
+    )

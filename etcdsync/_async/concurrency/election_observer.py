@@ -32,16 +32,22 @@ class AsyncElectionObserver:
     skipped: the observer then re-reads the candidates and carries on from the
     current leader (counted in :attr:`resyncs`).
 
-    ``get(timeout)`` returns the next change (raising
+    ``get(timeout)`` returns the next leader (raising
     :class:`~etcdsync.errors.Timeout`); iteration ends after :meth:`cancel`;
     :class:`~etcdsync.errors.ClientClosedError` ends it when the client closes.
+    :meth:`next_change` reports **vacancy** too: ``None`` when the election has
+    no leader - there was none when observing began, or the leader left (died,
+    resigned) with no candidate to follow it.
     """
 
     def __init__(self, client: AsyncRecipeClient, prefix: bytes) -> None:
         self._prefix = prefix
         self._mirror = AsyncPrefixMirror(client, prefix, on_revision=self._note_leader)
-        self._last: tuple[bytes, int, bytes] | None = None
-        self._pending: deque[KeyValue] = deque()
+        self._reported = False  # nothing reported yet, not even a vacancy
+        self._last: tuple[bytes, int, bytes] | None = None  # None: vacant
+        self._pending: deque[KeyValue | None] = deque()
+        self.vacancies = 0
+        """How many times the election was found without a leader (the start included)."""
 
     @property
     def resyncs(self) -> int:
@@ -51,17 +57,21 @@ class AsyncElectionObserver:
 
     def _note_leader(self, revision: int) -> None:
         candidates = self._mirror.kvs
-        if not candidates:
-            return
-        leader = min(candidates.values(), key=lambda kv: kv.create_revision)
-        identity = (leader.key, leader.create_revision, leader.value)
-        if identity != self._last:
+        leader = min(candidates.values(), key=lambda kv: kv.create_revision) if candidates else None
+        identity = None if leader is None else (leader.key, leader.create_revision, leader.value)
+        if identity != self._last or not self._reported:
+            self._reported = True
             self._last = identity
             self._pending.append(leader)
+            if leader is None:
+                self.vacancies += 1
 
-    async def get(self, timeout: float | None = None) -> KeyValue:
-        """The next leadership change; raises :class:`~etcdsync.errors.Timeout` after
-        ``timeout`` seconds without one, and ``StopAsyncIteration`` once cancelled."""
+    async def next_change(self, timeout: float | None = None) -> KeyValue | None:
+        """The next change: the new leader, or ``None`` when the election became
+        vacant (the leader left with no successor; also first, when nobody led as
+        observing began).  Raises :class:`~etcdsync.errors.Timeout` after
+        ``timeout`` seconds without one (None or ``inf``: no limit), and
+        ``StopAsyncIteration`` once cancelled."""
         deadline = Deadline(timeout)
         while not self._pending:
             try:
@@ -69,10 +79,20 @@ class AsyncElectionObserver:
             except errors.CompactedError:
                 continue  # the mirror dropped its watch: the next step re-reads
             except TimeoutError:
-                if timeout is None:
+                if deadline.at is None:
                     raise  # a request of the client's timed out, not our wait
                 raise errors.Timeout(f"no leadership change within {timeout} s") from None
         return self._pending.popleft()
+
+    async def get(self, timeout: float | None = None) -> KeyValue:
+        """The next leader (vacancies are skipped: see :meth:`next_change`); raises
+        :class:`~etcdsync.errors.Timeout` after ``timeout`` seconds without one, and
+        ``StopAsyncIteration`` once cancelled."""
+        deadline = Deadline(timeout)
+        while True:
+            leader = await self.next_change(deadline.remaining())
+            if leader is not None:
+                return leader
 
     def __aiter__(self) -> AsyncElectionObserver:
         return self

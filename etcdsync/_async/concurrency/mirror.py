@@ -70,6 +70,8 @@ class AsyncPrefixMirror:
         """The store revision the mirrored state reflects (0 before the first load)."""
         self.reloads = 0
         """How many times the state was read again after the first load."""
+        self.read_retries = 0
+        """How many paged reads started again because a compaction overtook them."""
 
     @property
     def watching(self) -> bool:
@@ -78,22 +80,39 @@ class AsyncPrefixMirror:
         return self._watcher is not None
 
     async def _read(self, deadline: Deadline) -> tuple[dict[bytes, KeyValue], int]:
-        """Every key under the prefix at one revision, paging through large prefixes."""
-        first = await self._client.get(
-            self.prefix, prefix=True, limit=self._page_size, timeout=deadline.rpc_timeout()
-        )
-        kvs = {kv.key: kv for kv in first.kvs}
-        if first.more and first.kvs:
+        """Every key under the prefix at one revision, paging through large prefixes.
+
+        A compaction that lands between two pages (the later pages are pinned at
+        the first one's revision) makes the whole read start again at a new
+        revision, with pages twice as large each time, so a read that keeps
+        racing compactions needs fewer and fewer round trips; within the
+        deadline.
+        """
+        page_size = self._page_size
+        while True:
+            first = await self._client.get(
+                self.prefix, prefix=True, limit=page_size, timeout=deadline.rpc_timeout()
+            )
+            kvs = {kv.key: kv for kv in first.kvs}
+            if not (first.more and first.kvs):
+                return kvs, first.revision
             rest = self._client.iterate(
                 first.kvs[-1].key + b"\0",
                 range_end=prefix_end(self.prefix),
-                page_size=self._page_size,
+                page_size=page_size,
                 revision=first.revision,
                 timeout=deadline.rpc_timeout(),
             )
-            async for kv in rest:
-                kvs[kv.key] = kv
-        return kvs, first.revision
+            try:
+                async for kv in rest:
+                    kvs[kv.key] = kv
+            except errors.CompactedError:
+                if deadline.expired():
+                    raise
+                page_size *= 2
+                self.read_retries += 1
+                continue
+            return kvs, first.revision
 
     async def load(self, timeout: float | None = None) -> int:
         """Read the whole state at one revision R and watch from R + 1; return R.

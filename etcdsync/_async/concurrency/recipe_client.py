@@ -25,6 +25,9 @@ class AsyncRecipeClient(AsyncKVClient, Protocol):
         """A new session of its own (the caller closes it)."""
         ...
 
-    async def shared_session(self, ttl: int = DEFAULT_SESSION_TTL) -> AsyncSession:
-        """The client's shared session for ``ttl``, replaced once lost."""
+    async def shared_session(
+        self, ttl: int = DEFAULT_SESSION_TTL, *, timeout: float | None = None
+    ) -> AsyncSession:
+        """The client's shared session for ``ttl``, replaced once lost; ``timeout``
+        bounds its creation."""
         ...

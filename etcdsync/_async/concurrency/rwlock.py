@@ -56,7 +56,7 @@ class AsyncRWLock:
         async with rw.read(timeout=5):      # many readers at once
             ...
         async with rw.write(timeout=5) as w:  # alone
-            await w.guarded_txn([Op.put("catalog/data", blob)])
+            await w.guarded_txn([Op.put("data/catalog", blob)])
 
     :meth:`read` and :meth:`write` return a new lock object per call: one object
     per holder.  Neither is re-entrant: a holder of the write lock that asks for a

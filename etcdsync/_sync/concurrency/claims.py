@@ -13,17 +13,30 @@ lease).
 The Mutex waits for a claim (within its acquire's deadline); the Election tries
 once and, when the shared session's claim is taken, campaigns on a private
 session instead.  Recipes whose keys are unique per acquire (RWLock, Semaphore)
-need no claim.
+need no claim.  When the session ends the claims are closed: every waiter stops
+at once with the session's error (``SessionExpiredError`` or
+``ClientClosedError``), whatever the holder in front of it does.
 """
 
 from __future__ import annotations
 
 from collections import deque
 
+from ... import errors
 from ..._backends._sync import Event, StateLock, wait_event
 from ..._deadline import Deadline
 
 __all__ = ["Claims"]
+
+
+class _Waiter:
+    """One claimant in a queue: woken by a hand-over (``granted``) or by close()."""
+
+    __slots__ = ("granted", "wake")
+
+    def __init__(self) -> None:
+        self.wake = Event()
+        self.granted = False
 
 
 class _Slot:
@@ -32,7 +45,7 @@ class _Slot:
     __slots__ = ("waiters",)
 
     def __init__(self) -> None:
-        self.waiters: deque[Event] = deque()
+        self.waiters: deque[_Waiter] = deque()
 
 
 class Claims:
@@ -43,45 +56,65 @@ class Claims:
     returns whether it did; ``release(key)`` hands it to the longest waiting
     claimant, if any.  A claim is not tied to a task or thread: whoever holds it
     may release it (the background deletion of a lock key does).  Nothing is kept
-    for a key nobody claims.
+    for a key nobody claims.  :meth:`close` (the session ended) stops every
+    waiter, and every later claim, with the given error.
     """
 
     def __init__(self) -> None:
         # A few lines of bookkeeping shared by tasks/threads; never held across a wait.
         self._lock = StateLock()
         self._slots: dict[bytes, _Slot] = {}
+        self._error: errors.EtcdError | None = None
 
     def __contains__(self, key: bytes) -> bool:
         """True while ``key`` is claimed."""
         with self._lock:
             return key in self._slots
 
+    def waiting(self, key: bytes) -> int:
+        """How many claimants wait for ``key`` now."""
+        with self._lock:
+            slot = self._slots.get(key)
+            return 0 if slot is None else len(slot.waiters)
+
     def claim(self, key: bytes, timeout: float | None = None) -> bool:
-        """Claim ``key`` within ``timeout`` seconds; True if it is now ours."""
+        """Claim ``key`` within ``timeout`` seconds; True if it is now ours.
+
+        Raises the error given to :meth:`close` once the claims are closed (at
+        once for a waiter queued then).
+        """
         deadline = Deadline(timeout)
         with self._lock:
+            if self._error is not None:
+                raise self._error
             slot = self._slots.get(key)
             if slot is None:
                 self._slots[key] = _Slot()
                 return True
             if deadline.expired():
                 return False
-            turn = Event()  # set by release(): the claim passes straight to us
-            slot.waiters.append(turn)
+            waiter = _Waiter()  # granted by release(): the claim passes straight to us
+            slot.waiters.append(waiter)
         try:
-            got = wait_event(turn, deadline.remaining())
+            wait_event(waiter.wake, deadline.remaining())
         except BaseException:
-            if not self._give_up(key, slot, turn):
+            if not self._give_up(slot, waiter):
                 self.release(key)  # handed over just as we were interrupted: pass it on
             raise
-        return got or not self._give_up(key, slot, turn)
+        if not self._give_up(slot, waiter):
+            return True
+        error = self._error
+        if error is not None:
+            raise error
+        return False
 
-    def _give_up(self, key: bytes, slot: _Slot, turn: Event) -> bool:
+    def _give_up(self, slot: _Slot, waiter: _Waiter) -> bool:
         """Leave the queue; False if the claim was handed to us meanwhile."""
         with self._lock:
-            if turn.is_set():
+            if waiter.granted:
                 return False
-            slot.waiters.remove(turn)
+            if waiter in slot.waiters:
+                slot.waiters.remove(waiter)
             return True
 
     def release(self, key: bytes) -> None:
@@ -90,10 +123,28 @@ class Claims:
             slot = self._slots.get(key)
             if slot is None:
                 return
-            if slot.waiters:
-                slot.waiters.popleft().set()
+            if slot.waiters and self._error is None:
+                waiter = slot.waiters.popleft()
+                waiter.granted = True
+                waiter.wake.set()
             else:
                 del self._slots[key]
+
+    def close(self, error: errors.EtcdError) -> None:
+        """The session ended: every waiter (now and later) stops with ``error``.
+
+        Claims already held stay held until released (their keys go with the
+        lease); nobody is handed one any more.
+        """
+        with self._lock:
+            if self._error is not None:
+                return
+            self._error = error
+            waiters = [waiter for slot in self._slots.values() for waiter in slot.waiters]
+            for slot in self._slots.values():
+                slot.waiters.clear()
+        for waiter in waiters:
+            waiter.wake.set()
 
     def __repr__(self) -> str:
         with self._lock:

@@ -25,7 +25,8 @@ from ..._keys import to_bytes
 from ...models import GetResponse, KeyValue, TxnResponse
 from ...ops import Compare, Op
 from ...watch_types import EventType
-from ._waiting import session_error, wait_for_deletes
+from ._cleanup import cleanup_now, delete_in_background, delete_key
+from ._waiting import WaitAbort, request_while_alive, session_error, wait_for_deletes
 from .election_observer import ElectionObserver
 from .holding import HeldResource
 from .leadership import Leadership, Term, run_leadership
@@ -105,6 +106,7 @@ class Election(HeldResource[errors.LeadershipLostError]):
         self._key: bytes | None = None
         self._rev = 0
         self._key_watcher: Watcher | None = None
+        self._abort: WaitAbort | None = None  # ends the running campaign's wait
 
     # --- state -------------------------------------------------------------------------
 
@@ -199,38 +201,81 @@ class Election(HeldResource[errors.LeadershipLostError]):
 
         Returns once this candidate leads.  Raises
         :class:`~etcdsync.errors.ElectionTimeout` if not elected within
-        ``timeout`` seconds (the candidacy is withdrawn: its key is deleted), the
-        session's error (:class:`~etcdsync.errors.SessionExpiredError`...) if the
-        session ends while waiting, and
-        :class:`~etcdsync.errors.LeadershipLostError` if the key vanished while
-        waiting.  Cancelling the call withdraws the candidacy too.  Called while
-        already leading, it only changes the value (like :meth:`proclaim`).
+        ``timeout`` seconds (None or ``inf``: no limit; the creation of the
+        session and the withdrawal included: the candidacy's key is deleted in
+        what is left of it, else in the background), the session's error
+        (:class:`~etcdsync.errors.SessionExpiredError`...) if the session ends
+        while waiting, :class:`~etcdsync.errors.LeadershipLostError` if the key
+        vanished while waiting, :class:`~etcdsync.errors.ForeignKeyError` when a
+        key without a lease sits among the older candidates, and
+        :class:`~etcdsync.errors.ElectionError` when :meth:`resign` is called
+        (from another task or thread) while it waits.  Cancelling the call
+        withdraws the candidacy too.  Called while already leading, it only
+        changes the value (like :meth:`proclaim`).
         """
         proposal = to_bytes(value, "value")
         deadline = Deadline(timeout)
         if self.is_leader:
-            self.proclaim(proposal)
+            self.proclaim(proposal, timeout=deadline.rpc_timeout())
             return
+        abort = WaitAbort()
         with self._state_lock:
             if self._campaigning:
                 raise errors.ElectionError(f"a campaign for {self.name!r} is already running")
             self._campaigning = True
+            self._abort = abort
         try:
             self._cleanup()
-            self._campaign(proposal, deadline)
+            try:
+                self._campaign(proposal, deadline, abort)
+            except _LeaseGone as gone:
+                if self._given_session is not None:
+                    raise gone.error from None
+                # The shared session's lease proved gone (revoked elsewhere) before
+                # anything was written: once more, on the fresh shared session.
+                self._campaign(proposal, deadline, abort)
+        except BaseException as exc:
+            error = exc.error if isinstance(exc, _LeaseGone) else exc
+            if (
+                deadline.at is not None
+                and isinstance(error, TimeoutError)
+                and not isinstance(error, errors.ElectionTimeout)
+            ):
+                raise errors.ElectionTimeout(
+                    f"not elected leader of {self.name!r} within the timeout"
+                ) from error
+            if error is not exc:
+                raise error from None
+            raise
         finally:
-            self._campaigning = False
+            with self._state_lock:
+                self._campaigning = False
 
-    def _campaign(self, proposal: bytes, deadline: Deadline) -> None:
-        session, term = self._enter()
-        key = self.prefix + format(session.lease_id, "x").encode()
+    def _campaign(self, proposal: bytes, deadline: Deadline, abort: WaitAbort) -> None:
+        abort.check()
+        session, term = self._enter(deadline)
+        key = self._candidate_key(session)
+        rev = 0
         try:
-            response = self._client.txn(
-                [Compare.create_revision(key) == 0],
-                [Op.put(key, proposal, lease=session.lease_id)],
-                [Op.get(key)],
-                timeout=deadline.rpc_timeout(),
-            )
+            abort.check()
+
+            # Each request is safe to repeat (create-if-absent, update-if-ours, a
+            # read): a waiter repeats it while it times out, each attempt bounded, so
+            # that it notices its session's end (or a resign) on a silent endpoint.
+            def create(timeout: float | None) -> TxnResponse:
+                return self._client.txn(
+                    [Compare.create_revision(key) == 0],
+                    [Op.put(key, proposal, lease=session.lease_id)],
+                    [Op.get(key)],
+                    timeout=timeout,
+                )
+
+            try:
+                response = request_while_alive(session, deadline, create, abort)
+            except errors.LeaseExpiredError:
+                raise  # the session ended while the txn was repeated: not a proof about the lease
+            except errors.LeaseNotFoundError as exc:
+                raise _LeaseGone(session.lease_gone(exc)) from None
             if response.succeeded:
                 rev = response.revision
             else:
@@ -240,43 +285,55 @@ class Election(HeldResource[errors.LeadershipLostError]):
                 assert isinstance(found, GetResponse) and found.kvs, "txn get of an existing key"
                 rev = found.kvs[0].create_revision
                 if found.kvs[0].value != proposal:
-                    updated = self._client.txn(
-                        [Compare.create_revision(key) == rev],
-                        [Op.put(key, proposal, lease=session.lease_id)],
-                        timeout=deadline.rpc_timeout(),
-                    )
+
+                    def update(timeout: float | None) -> TxnResponse:
+                        return self._client.txn(
+                            [Compare.create_revision(key) == rev],
+                            [Op.put(key, proposal, lease=session.lease_id)],
+                            timeout=timeout,
+                        )
+
+                    updated = request_while_alive(session, deadline, update, abort)
                     if not updated.succeeded:
-                        raise self._vanished(session, key)
+                        raise self._vanished(session, key, deadline, abort)
             with self._state_lock:
-                self._key, self._rev = key, rev
+                if term == self._term:
+                    self._key, self._rev = key, rev
             wait_for_deletes(
                 self._client,
                 self.prefix,
                 rev - 1,
                 session=session,
                 timeout=deadline.remaining(),
+                abort=abort,
+                leased_only=True,
             )
             # Every older candidate is gone; make sure we still are not (an expired
             # lease deletes our key too, and then nobody older remains either).
-            check = self._client.get(key, timeout=deadline.rpc_timeout())
+
+            def read(timeout: float | None) -> GetResponse:
+                return self._client.get(key, timeout=timeout)
+
+            check = request_while_alive(session, deadline, read, abort)
             if check.kv is None or check.kv.create_revision != rev:
-                raise self._vanished(session, key)
-            self._install(session, term, key, rev, check.revision)
+                raise self._vanished(session, key, deadline, abort)
+            self._install(session, term, key, rev, check.revision, deadline, abort)
         except BaseException as exc:
-            self._withdraw(term)
-            if (
-                deadline.timeout is not None
-                and isinstance(exc, TimeoutError)
-                and not isinstance(exc, errors.ElectionTimeout)
-            ):
-                raise errors.ElectionTimeout(
-                    f"not elected leader of {self.name!r} within the timeout"
-                ) from exc
+            self._abandon(session, term, key, rev, deadline, exc)
             raise
 
-    def _vanished(self, session: Session, key: bytes) -> errors.EtcdError:
+    def _vanished(
+        self, session: Session, key: bytes, deadline: Deadline, abort: WaitAbort
+    ) -> errors.EtcdError:
+        """The error for our candidate key found gone while campaigning."""
+        if abort.error is not None:
+            return abort.error
         if session.is_done:
             return session_error(session)
+        try:
+            self._client.time_to_live(session.lease_id, timeout=deadline.rpc_timeout())
+        except errors.LeaseNotFoundError as exc:
+            return session.lease_gone(exc)
         return errors.LeadershipLostError(
             f"the candidate key {key!r} was deleted while campaigning", reason="key deleted"
         )
@@ -288,7 +345,7 @@ class Election(HeldResource[errors.LeadershipLostError]):
         # The server-side key: equal relative keys in two namespaces are not one claim.
         return self._client.key_prefix + self._candidate_key(session)
 
-    def _enter(self) -> tuple[Session, int]:
+    def _enter(self, deadline: Deadline) -> tuple[Session, int]:
         """Pick the session of a new candidacy and claim its key in-process."""
         owns = False
         if self._given_session is not None:
@@ -301,9 +358,13 @@ class Election(HeldResource[errors.LeadershipLostError]):
                     "this session; give each concurrent candidate its own session"
                 )
         else:
-            session = self._client.shared_session(self._ttl)
+            session = self._client.shared_session(self._ttl, timeout=deadline.remaining())
             if not session.claims.claim(self._claim_key(session), 0):
-                session = self._client.session(ttl=self._ttl)
+                # A private session, revoked when the candidacy ends; a grant whose
+                # caller is cancelled is revoked in the background.
+                session = Session.create(
+                    self._client, ttl=self._ttl, timeout=deadline.rpc_timeout()
+                )
                 session.claims.claim(self._claim_key(session), 0)  # a new session
                 owns = True
         with self._state_lock:
@@ -319,22 +380,82 @@ class Election(HeldResource[errors.LeadershipLostError]):
             session.claims.release(self._claim_key(session))
 
     def _install(
-        self, session: Session, term: int, key: bytes, rev: int, seen_revision: int
+        self,
+        session: Session,
+        term: int,
+        key: bytes,
+        rev: int,
+        seen_revision: int,
+        deadline: Deadline,
+        abort: WaitAbort,
     ) -> None:
         """Begin the won term (unless the candidacy was withdrawn meanwhile) and
         start noticing its loss: the session's end, the key's deletion."""
-        hold = self._begin_hold(session, valid=lambda: term == self._term)
+        hold = self._begin_hold(session, valid=lambda: term == self._term and abort.error is None)
         if not hold:
+            abort.check()
             raise errors.ElectionError("the candidacy was withdrawn while campaigning")
         # require_leader (here and below): a member cut off from its leader never
         # reports the key's deletion; the header makes it end the stream so the watch
         # resumes on a member that has a leader.
-        watcher = self._client.watch(
-            key, start_revision=seen_revision + 1, require_leader=True
-        )
+        try:
+            watcher = self._client.watch(
+                key,
+                start_revision=seen_revision + 1,
+                require_leader=True,
+                timeout=deadline.rpc_timeout(),
+            )
+        except BaseException:
+            self._end_hold(hold)
+            raise
         with self._state_lock:
             self._key_watcher = watcher
         spawn(self._follow_key, watcher, session, hold, key, rev, name="etcdsync-election-key")
+
+    def _abandon(
+        self,
+        session: Session,
+        term: int,
+        key: bytes,
+        rev: int,
+        deadline: Deadline,
+        exc: BaseException,
+    ) -> None:
+        """A campaign failed: end candidacy ``term`` and delete its key - guarded by
+        its create revision, or by our lease when the put's outcome is unknown - in
+        the caller's remaining time or in the background (:mod:`._cleanup`); a dead
+        session's key is left to its lease.  The in-process claim is released once
+        the key is gone; a private session is revoked instead (its key goes with it)."""
+        with self._state_lock:
+            if term == self._term:
+                self._term += 1  # the candidacy ends now
+            if not self._holding:
+                self._key, self._rev = None, 0
+            owns = self._owns_session and self._session is session
+            if owns:
+                self._owns_session = False
+            claimed = self._claimed is session
+            if claimed:
+                self._claimed = None
+        now, timeout = cleanup_now(exc, deadline)
+        if owns:
+            if not now:
+                session.close_in_background()
+            else:
+                try:
+                    session.close(timeout=timeout)
+                except errors.EtcdError as error:
+                    log.debug("election %r: revoking a private session: %s", self.name, error)
+            return  # a private session's claims die with it
+        claim = self._claim_key(session) if claimed else None
+        if rev:
+            guard = Compare.create_revision(key) == rev
+        else:
+            guard = Compare.lease(key) == session.lease_id
+        if now:
+            delete_key(self._client, session, key, guard, claim, timeout, unknown=not rev)
+        else:
+            delete_in_background(self._client, session, key, guard, claim, unknown=not rev)
 
     def _follow_key(
         self, watcher: Watcher, session: Session, hold: int, key: bytes, rev: int
@@ -375,56 +496,54 @@ class Election(HeldResource[errors.LeadershipLostError]):
             return
         try:
             # An expired or revoked lease deletes its keys before this client's
-            # keepalive can notice: ask, so the reason is right.
+            # keepalive can notice: ask, so the reason is right (and the session ends
+            # at once: the next campaign gets a fresh shared session).
             self._client.time_to_live(session.lease_id)
         except errors.LeaseNotFoundError as exc:
+            session.lease_gone(exc)  # ends the hold through the session's callback
             self._mark_lost(hold, self._loss("session ended", session.error or exc))
             return
         except errors.EtcdError:
             pass
         self._mark_lost(hold, self._loss("key deleted", None))
 
-    def _withdraw(self, term: int, *, strict: bool = False) -> None:
-        """End candidacy ``term``: delete its key (only if it is still ours), then
-        release what it holds.
+    def _withdraw(self, term: int, *, timeout: float | None = None) -> None:
+        """End candidacy ``term`` (resign): delete its key (only if it is still ours),
+        then release what it holds.
 
-        With ``strict`` a failed delete is raised and the key remembered, so that
-        calling :meth:`resign` again retries it; otherwise it is logged (the key
-        then goes with the lease).
+        A failed delete is raised and the key remembered, so that calling
+        :meth:`resign` again retries it.  A dead session's key is left to its lease
+        (no request); a private session is revoked instead.
         """
         with self._state_lock:
             if term != self._term:
                 return
-            self._term += 1  # the candidacy ends now: a campaign still running sees it
+            self._term += 1  # the candidacy ends now
             term = self._term
-            key, rev, session = self._key, self._rev, self._session
+            key, rev, session, owns = self._key, self._rev, self._session, self._owns_session
         self._end_hold()  # from now on a deletion of our key is no loss
-        if session is None or self._client.closed:
-            # Nothing to delete with: a closed client revoked its shared sessions.
-            self._release_claim()
-            return
-        guessed_key = self._candidate_key(session)
-        try:
-            if key is not None and rev:
-                self._client.txn([Compare.create_revision(key) == rev], [Op.delete(key)])
-            elif not session.is_done:
-                # The put's outcome is unknown (e.g. it timed out): a key under our
-                # name bound to our lease can only be ours.
-                self._client.txn(
-                    [Compare.lease(guessed_key) == session.lease_id], [Op.delete(guessed_key)]
-                )
-        except errors.EtcdError as exc:
-            if strict:
-                raise
-            log.warning("election %r: could not withdraw %r: %s", self.name, key, exc)
+        if (
+            session is not None
+            and not owns
+            and not session.is_done
+            and not self._client.closed
+            and key is not None
+            and rev
+        ):
+            self._client.txn(
+                [Compare.create_revision(key) == rev],
+                [Op.delete(key)],
+                timeout=Deadline(timeout).rpc_timeout(),
+            )
         with self._state_lock:
             if term != self._term:
                 return
             self._key, self._rev = None, 0
-        self._cleanup()
+        self._cleanup(timeout)
 
-    def _cleanup(self) -> None:
-        """Release what an ended candidacy still holds: its claim, watch and private session."""
+    def _cleanup(self, timeout: float | None = None) -> None:
+        """Release what an ended candidacy still holds: its claim, watch and private
+        session (revoked within ``timeout``, else in the background)."""
         with self._state_lock:
             if self._is_held():
                 return
@@ -435,37 +554,63 @@ class Election(HeldResource[errors.LeadershipLostError]):
             watcher.cancel()
         self._release_claim()
         if session is not None and owns:
-            session.close()
+            try:
+                session.close(timeout=timeout)
+            except errors.EtcdError as exc:
+                log.debug("election %r: revoking a private session: %s", self.name, exc)
 
     # --- while leading -----------------------------------------------------------------
 
-    def proclaim(self, value: str | bytes) -> None:
+    def proclaim(self, value: str | bytes, *, timeout: float | None = None) -> None:
         """Announce a new ``value`` as the leader, without a new election.
 
         The write is guarded by the leader key's create revision (one
-        :meth:`guarded_txn`).  Raises :class:`~etcdsync.errors.NotElectedError`
-        when not leading, and :class:`~etcdsync.errors.LeadershipLostError` if
-        leadership is (or turns out to be) lost.
+        :meth:`guarded_txn`, bounded by ``timeout``).  Raises
+        :class:`~etcdsync.errors.NotElectedError` when not leading, and
+        :class:`~etcdsync.errors.LeadershipLostError` if leadership is (or turns
+        out to be) lost - the session's lease found gone included.
         """
         proposal = to_bytes(value, "value")
         with self._state_lock:
             key, session, holding = self._key, self._session, self._holding
         if not holding or key is None or session is None:
             raise errors.NotElectedError(f"not the leader of {self.name!r}")
-        self.guarded_txn([Op.put(key, proposal, lease=session.lease_id)])
+        try:
+            self.guarded_txn([Op.put(key, proposal, lease=session.lease_id)], timeout=timeout)
+        except errors.LeaseNotFoundError as exc:
+            session.lease_gone(exc)  # ends the term through the session's callback
+            raise self._loss("session ended", session.error) from None
 
-    def resign(self) -> None:
+    def resign(self, *, timeout: float | None = None) -> None:
         """Step down (or withdraw a candidacy): delete this candidate's key.
 
         Only a key with this candidacy's create revision is deleted, so a late or
         repeated resign never removes a newer candidate's key.  Idempotent; the
-        :attr:`lost` event and callbacks are not triggered.  If the delete fails
-        (e.g. :class:`~etcdsync.errors.Unavailable`) the error is raised and calling
-        ``resign()`` again retries it; until then the key lives as long as the lease.
+        :attr:`lost` event and callbacks are not triggered.  ``timeout`` bounds
+        the delete (default: the client's request timeout); a session that has
+        ended makes no request (the key goes with its lease).  If the delete
+        fails (e.g. :class:`~etcdsync.errors.Unavailable`) the error is raised and
+        calling ``resign()`` again retries it; until then the key lives as long as
+        the lease.
+
+        A :meth:`campaign` still waiting (in another task or thread) ends at once
+        with :class:`~etcdsync.errors.ElectionError`, withdrawing its key itself.
         """
         with self._state_lock:
             term = self._term
-        self._withdraw(term, strict=True)
+            pending = self._campaigning and not self._holding
+            abort = self._abort
+            if pending:
+                self._term += 1  # an _install still to come finds it withdrawn
+        if pending:
+            if abort is not None:
+                abort.abort(
+                    errors.ElectionError(
+                        f"the candidacy for {self.name!r} was withdrawn by resign()"
+                    )
+                )
+            return
+        self._withdraw(term, timeout=timeout)
 
     # --- leader-only work (recipes_docs/leadership.md; the logic is in .leadership) ------
 
@@ -531,7 +676,8 @@ class Election(HeldResource[errors.LeadershipLostError]):
 
         Yields the current leader first (or waits for one), then every change of
         leader or of its proposal, each once and in order (see
-        :class:`ElectionObserver`).
+        :class:`ElectionObserver`); its ``next_change()`` also reports
+        vacancy (``None``: the leader left with no successor).
         """
         return ElectionObserver(self._client, self.prefix)
 
@@ -549,3 +695,12 @@ class Election(HeldResource[errors.LeadershipLostError]):
     def __repr__(self) -> str:
         state = "leader" if self.is_leader else "campaigning" if self._campaigning else "idle"
         return f"<{type(self).__name__} {self.name!r} {state}>"
+
+
+class _LeaseGone(Exception):
+    """The session's lease proved gone before a campaign wrote anything: retried
+    once on a fresh shared session, else ``error`` is raised."""
+
+    def __init__(self, error: errors.EtcdError) -> None:
+        super().__init__(str(error))
+        self.error = error

@@ -33,16 +33,22 @@ class ElectionObserver:
     skipped: the observer then re-reads the candidates and carries on from the
     current leader (counted in :attr:`resyncs`).
 
-    ``get(timeout)`` returns the next change (raising
+    ``get(timeout)`` returns the next leader (raising
     :class:`~etcdsync.errors.Timeout`); iteration ends after :meth:`cancel`;
     :class:`~etcdsync.errors.ClientClosedError` ends it when the client closes.
+    :meth:`next_change` reports **vacancy** too: ``None`` when the election has
+    no leader - there was none when observing began, or the leader left (died,
+    resigned) with no candidate to follow it.
     """
 
     def __init__(self, client: RecipeClient, prefix: bytes) -> None:
         self._prefix = prefix
         self._mirror = PrefixMirror(client, prefix, on_revision=self._note_leader)
-        self._last: tuple[bytes, int, bytes] | None = None
-        self._pending: deque[KeyValue] = deque()
+        self._reported = False  # nothing reported yet, not even a vacancy
+        self._last: tuple[bytes, int, bytes] | None = None  # None: vacant
+        self._pending: deque[KeyValue | None] = deque()
+        self.vacancies = 0
+        """How many times the election was found without a leader (the start included)."""
 
     @property
     def resyncs(self) -> int:
@@ -52,17 +58,21 @@ class ElectionObserver:
 
     def _note_leader(self, revision: int) -> None:
         candidates = self._mirror.kvs
-        if not candidates:
-            return
-        leader = min(candidates.values(), key=lambda kv: kv.create_revision)
-        identity = (leader.key, leader.create_revision, leader.value)
-        if identity != self._last:
+        leader = min(candidates.values(), key=lambda kv: kv.create_revision) if candidates else None
+        identity = None if leader is None else (leader.key, leader.create_revision, leader.value)
+        if identity != self._last or not self._reported:
+            self._reported = True
             self._last = identity
             self._pending.append(leader)
+            if leader is None:
+                self.vacancies += 1
 
-    def get(self, timeout: float | None = None) -> KeyValue:
-        """The next leadership change; raises :class:`~etcdsync.errors.Timeout` after
-        ``timeout`` seconds without one, and ``StopIteration`` once cancelled."""
+    def next_change(self, timeout: float | None = None) -> KeyValue | None:
+        """The next change: the new leader, or ``None`` when the election became
+        vacant (the leader left with no successor; also first, when nobody led as
+        observing began).  Raises :class:`~etcdsync.errors.Timeout` after
+        ``timeout`` seconds without one (None or ``inf``: no limit), and
+        ``StopIteration`` once cancelled."""
         deadline = Deadline(timeout)
         while not self._pending:
             try:
@@ -70,10 +80,20 @@ class ElectionObserver:
             except errors.CompactedError:
                 continue  # the mirror dropped its watch: the next step re-reads
             except TimeoutError:
-                if timeout is None:
+                if deadline.at is None:
                     raise  # a request of the client's timed out, not our wait
                 raise errors.Timeout(f"no leadership change within {timeout} s") from None
         return self._pending.popleft()
+
+    def get(self, timeout: float | None = None) -> KeyValue:
+        """The next leader (vacancies are skipped: see :meth:`next_change`); raises
+        :class:`~etcdsync.errors.Timeout` after ``timeout`` seconds without one, and
+        ``StopIteration`` once cancelled."""
+        deadline = Deadline(timeout)
+        while True:
+            leader = self.next_change(deadline.remaining())
+            if leader is not None:
+                return leader
 
     def __iter__(self) -> ElectionObserver:
         return self

@@ -23,7 +23,7 @@ class Mutex(QueueLock):
     ::
 
         with etcd.lock("jobs/nightly", ttl=10, timeout=5) as lock:
-            lock.guarded_txn([Op.put("jobs/nightly/state", "running")])
+            lock.guarded_txn([Op.put("state/nightly", "running")])
 
     The key is ``<name>/<session lease id in hex>`` (Go's and etcdctl's layout).
     Holders that share a session in one process would share that key, so they

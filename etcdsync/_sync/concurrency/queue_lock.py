@@ -20,30 +20,23 @@ Loss is reported by the model of :mod:`.holding` (``recipes_docs/loss.md``).
 
 from __future__ import annotations
 
-import logging
 import secrets
 from types import TracebackType
 from typing import TypeVar
 
 from ... import errors
-from ..._backends._sync import spawn, wait_event
 from ..._deadline import Deadline
-from ...models import GetResponse, KeyValue
+from ...models import GetResponse, KeyValue, TxnResponse
 from ...ops import Compare, Op
-from ._waiting import session_error, wait_for_deletes
+from ._cleanup import cleanup_now, delete_in_background, delete_key
+from ._waiting import foreign_key_error, request_while_alive, session_error, wait_for_deletes
 from .holding import HeldResource, LostCallback
 from .recipe_client import RecipeClient
 from .session import DEFAULT_SESSION_TTL, Session
 
 __all__ = ["QueueLock", "LostCallback", "unique_suffix"]
 
-log = logging.getLogger("etcdsync.recipes")
-
 _L = TypeVar("_L", bound="QueueLock")
-
-# Backoff of the background deletion of a key whose delete request failed.
-_CLEANUP_FIRST_DELAY = 0.2
-_CLEANUP_MAX_DELAY = 5.0
 
 
 def unique_suffix() -> str:
@@ -83,6 +76,9 @@ class QueueLock(HeldResource[errors.EtcdError]):
     _allowed = 0
     """How many keys created earlier under the wait prefix may exist while held."""
 
+    _read_values = False
+    """Whether the enqueue txn reads the values of the oldest keys (for :meth:`_check_read`)."""
+
     def __init__(
         self,
         client: RecipeClient,
@@ -117,6 +113,10 @@ class QueueLock(HeldResource[errors.EtcdError]):
     def _new_key(self, session: Session) -> str:
         """The key this acquire creates."""
         raise NotImplementedError
+
+    def _value(self) -> bytes:
+        """The value of the key this acquire creates."""
+        return b""
 
     def _wait_prefix(self) -> str:
         """Keys created earlier under this prefix must be gone before admission."""
@@ -197,20 +197,29 @@ class QueueLock(HeldResource[errors.EtcdError]):
     def acquire(self: _L, timeout: float | None = None) -> _L:
         """Wait for the lock and return this object, holding it.
 
-        ``timeout`` (default: the one given at creation; None waits forever)
-        bounds the whole acquire.  Raises :class:`~etcdsync.errors.LockTimeout`
-        when it passes, after removing this contender's queued key;
-        :class:`~etcdsync.errors.SessionExpiredError` (or ClientClosedError) as
-        soon as the session ends while waiting; LockError if this object is
+        ``timeout`` (default: the one given at creation; None or ``inf`` waits
+        forever) bounds the whole acquire, the creation of the shared session
+        and the cleanup included.  Raises :class:`~etcdsync.errors.LockTimeout`
+        when it passes, after removing this contender's queued key (with what
+        is left of the timeout, else in the background);
+        :class:`~etcdsync.errors.SessionExpiredError` (or ClientClosedError)
+        as soon as the session ends while waiting;
+        :class:`~etcdsync.errors.ForeignKeyError` when a key without a lease
+        sits among the keys it must wait for; LockError if this object is
         already held or being acquired.
         """
         self._acquire(self._timeout if timeout is None else timeout, wait=True)
         return self
 
-    def try_acquire(self) -> bool:
+    def try_acquire(self, timeout: float | None = None) -> bool:
         """Take the lock if it is free now, without waiting; False (and nothing left
-        queued) when another holder has it."""
-        return self._acquire(None, wait=False)
+        queued) when another holder has it.
+
+        ``timeout`` bounds the call (default: the client's request timeout); a
+        queued key that must be removed after a failed request is removed in
+        the background.
+        """
+        return self._acquire(timeout, wait=False)
 
     def _acquire(self, timeout: float | None, *, wait: bool) -> bool:
         deadline = Deadline(timeout)
@@ -221,31 +230,67 @@ class QueueLock(HeldResource[errors.EtcdError]):
                     "lock is not re-entrant (use one lock object per holder)"
                 )
             self._acquiring = True
-        session: Session | None = None
+        try:
+            try:
+                return self._attempt(deadline, wait=wait)
+            except _LeaseGone as gone:
+                if self._session_arg is not None:
+                    raise gone.error from None
+            # The shared session's lease proved gone (revoked elsewhere) before this
+            # acquire queued anything: once more, on the fresh shared session.
+            return self._attempt(deadline, wait=wait)
+        except BaseException as exc:
+            error = exc.error if isinstance(exc, _LeaseGone) else exc
+            # With a deadline every request's own timeout reaches past it, so any
+            # Timeout means the deadline passed.
+            if (
+                isinstance(error, errors.Timeout)
+                and not isinstance(error, errors.LockTimeout)
+                and deadline.at is not None
+            ):
+                raise errors.LockTimeout(
+                    f"{self._name!r} was not acquired within {timeout} s"
+                ) from error
+            if error is not exc:
+                raise error from None
+            raise
+        finally:
+            with self._state_lock:
+                self._acquiring = False
+
+    def _attempt(self, deadline: Deadline, *, wait: bool) -> bool:
+        """One acquire on one session; raises :class:`_LeaseGone` when the session's
+        lease proves gone before anything was queued."""
+        session = self._get_session(deadline)
         claimed: bytes | None = None
         key: str | None = None
         token = 0
         try:
-            session = self._get_session()
             wanted = self._claim_key(session)
             if wanted is not None:
                 if session.claims.claim(wanted, deadline.remaining() if wait else 0.0):
                     claimed = wanted  # ours to release from here on
                 elif not wait:
-                    self._acquiring = False
                     return False
                 else:
                     raise errors.LockTimeout(
-                        f"{self._name!r} was not acquired within {timeout} s "
+                        f"{self._name!r} was not acquired within {deadline.timeout} s "
                         "(another holder in this process has it)"
                     )
             key = self._new_key(session)
-            token, older = self._enqueue(session, key, deadline)
+            try:
+                token, read = self._enqueue(session, key, deadline, wait=wait)
+            except errors.LeaseExpiredError:
+                raise  # the session ended while the txn was repeated: not a proof about the lease
+            except errors.LeaseNotFoundError as exc:
+                key = None  # the txn failed as a whole: nothing was written
+                raise _LeaseGone(session.lease_gone(exc)) from None
+            self._check_read(read, token)
+            older = sum(1 for kv in read if kv.create_revision < token)
             if older > self._allowed:
                 if not wait:
-                    self._acquiring = False
                     queued, key, mine, claimed = key, None, claimed, None
-                    self._delete_key(session, queued, token, mine)
+                    self._delete_key(session, queued, token, mine, deadline.cleanup_timeout())
                     return False
                 wait_for_deletes(
                     self._client,
@@ -254,82 +299,90 @@ class QueueLock(HeldResource[errors.EtcdError]):
                     session=session,
                     timeout=deadline.remaining(),
                     allowed=self._allowed,
+                    leased_only=True,
                 )
                 self._check_queued(session, key, token, deadline)
             self._take(session, key, token, claimed)
             return True
         except BaseException as exc:
-            self._acquiring = False
-            if key is not None and session is not None:
+            if key is not None:
                 # Never leave a queued key behind (token 0: the put's outcome is unknown).
-                self._delete_key(session, key, token, claimed)
-            elif claimed is not None and session is not None:
+                self._cleanup(session, key, token, claimed, deadline, exc)
+            elif claimed is not None:
                 session.claims.release(claimed)
-            # With a deadline every request's own timeout reaches past it, so any
-            # Timeout means the deadline passed.
-            if (
-                isinstance(exc, errors.Timeout)
-                and not isinstance(exc, errors.LockTimeout)
-                and deadline.at is not None
-            ):
-                raise errors.LockTimeout(
-                    f"{self._name!r} was not acquired within {timeout} s"
-                ) from exc
             raise
 
-    def _get_session(self) -> Session:
+    def _get_session(self, deadline: Deadline) -> Session:
         session = self._session_arg
         if session is None:
-            session = self._client.shared_session(self._ttl or DEFAULT_SESSION_TTL)
+            session = self._client.shared_session(
+                self._ttl or DEFAULT_SESSION_TTL, timeout=deadline.remaining()
+            )
         if session.is_done:
             raise session_error(session)
         return session
 
     def _enqueue(
-        self, session: Session, key: str, deadline: Deadline
-    ) -> tuple[int, int]:
-        """Create the key (or find it) in one txn; return its create revision and how
-        many keys under the wait prefix are older (counting up to ``_allowed + 1``)."""
+        self, session: Session, key: str, deadline: Deadline, *, wait: bool
+    ) -> tuple[int, list[KeyValue]]:
+        """Create the key (or find it) in one txn; return its create revision and the
+        oldest keys under the wait prefix (up to ``_allowed + 1`` of them).
+
+        A waiting acquire repeats the txn while it times out (it is safe to: a
+        second run finds the key the first one created), each attempt bounded, so
+        that it notices its session's end on a silent endpoint."""
         first = Op.get(
             self._wait_prefix(),
             prefix=True,
             sort_order="ascend",
             sort_target="create",
             limit=self._allowed + 1,
-            keys_only=True,
+            keys_only=not self._read_values,
         )
-        try:
-            response = self._client.txn(
+
+        def attempt(timeout: float | None) -> TxnResponse:
+            return self._client.txn(
                 [Compare.create_revision(key) == 0],
-                [Op.put(key, b"", lease=session.lease_id), first],
+                [Op.put(key, self._value(), lease=session.lease_id), first],
                 [Op.get(key), first],
-                timeout=deadline.rpc_timeout(),
+                timeout=timeout,
             )
-        except errors.LeaseNotFoundError:
-            if session.is_done:
-                raise session_error(session) from None
-            raise errors.SessionExpiredError(
-                f"the lease {session.lease_id:x} of the session is gone",
-                lease_id=session.lease_id,
-                reason="expired",
-            ) from None
+
+        if wait:
+            response = request_while_alive(session, deadline, attempt)
+        else:
+            response = attempt(deadline.rpc_timeout())
         if response.succeeded:
             token = response.revision
         else:
             # The key exists already: created through this lease by an earlier
             # acquire whose release failed, or by another process sharing the lease.
             token = _kvs(response.responses[0])[0].create_revision
-        older = sum(1 for kv in _kvs(response.responses[1]) if kv.create_revision < token)
-        return token, older
+        return token, _kvs(response.responses[1])
+
+    def _check_read(self, read: list[KeyValue], token: int) -> None:
+        """Refuse to queue behind a key that is no contender's: one without a lease
+        would never go (the prefix belongs to the recipe)."""
+        for kv in read:
+            if kv.create_revision < token and not kv.lease:
+                raise foreign_key_error(kv.key, self._wait_prefix())
 
     def _check_queued(
         self, session: Session, key: str, token: int, deadline: Deadline
     ) -> None:
         """After the wait: is our key still there?  It goes with an expired lease."""
-        kv = (self._client.get(key, timeout=deadline.rpc_timeout())).kv
+
+        def read(timeout: float | None) -> GetResponse:
+            return self._client.get(key, timeout=timeout)
+
+        kv = (request_while_alive(session, deadline, read)).kv
         if kv is None or kv.create_revision != token:
             if session.is_done:
                 raise session_error(session)
+            try:
+                self._client.time_to_live(session.lease_id, timeout=deadline.rpc_timeout())
+            except errors.LeaseNotFoundError as exc:
+                raise session.lease_gone(exc) from None
             raise errors.LockLostError(
                 f"the queued key {key!r} vanished while waiting (deleted, or its lease expired)"
             )
@@ -340,17 +393,18 @@ class QueueLock(HeldResource[errors.EtcdError]):
         # Follows the session from here: a session that ended meanwhile marks the
         # new hold lost at once.
         self._begin_hold(session)
-        with self._state_lock:
-            self._acquiring = False
 
-    def release(self) -> None:
+    def release(self, timeout: float | None = None) -> None:
         """Release the lock (idempotent: nothing happens when not held).
 
         Deletes the key only if its create revision is still this hold's fencing
         token, so a repeated or late release never deletes a newer holder's key.
-        When etcd cannot be reached the deletion is retried in the background until
-        it succeeds or the session ends (which deletes the key with its lease); the
-        lock stays taken meanwhile - safe, only later.
+        A session that has ended makes no request at all (the key goes, or went,
+        with its lease).  ``timeout`` bounds the delete (default: the client's
+        request timeout); when etcd cannot be reached in time the deletion is
+        retried in the background until it succeeds or the session ends (which
+        deletes the key with its lease); the lock stays taken meanwhile - safe,
+        only later.
         """
         with self._state_lock:
             if not self._holding:
@@ -362,39 +416,46 @@ class QueueLock(HeldResource[errors.EtcdError]):
         with self._state_lock:
             self._session = self._claimed = None
         assert session is not None
-        self._delete_key(session, key, token, claimed)
+        self._delete_key(session, key, token, claimed, Deadline(timeout).rpc_timeout())
+
+    def _cleanup(
+        self,
+        session: Session,
+        key: str,
+        token: int,
+        claimed: bytes | None,
+        deadline: Deadline,
+        exc: BaseException,
+    ) -> None:
+        """Remove the queued key of a failed acquire: in the caller's remaining time
+        or in the background (the policy of :mod:`._cleanup`)."""
+        now, timeout = cleanup_now(exc, deadline)
+        if now:
+            self._delete_key(session, key, token, claimed, timeout)
+        else:
+            guard = self._guard(session, key, token)
+            delete_in_background(self._client, session, key, guard, claimed, unknown=not token)
+
+    def _guard(self, session: Session, key: str, token: int) -> Compare:
+        if token:
+            return Compare.create_revision(key) == token
+        return Compare.lease(key) == session.lease_id
 
     def _delete_key(
-        self, session: Session, key: str, token: int, claimed: bytes | None
+        self,
+        session: Session,
+        key: str,
+        token: int,
+        claimed: bytes | None,
+        timeout: float | None,
     ) -> None:
         """Delete our key (guarded by ``token``, or by our lease when the create
-        revision is unknown), then release the in-process claim.  On failure both
+        revision is unknown) within ``timeout``, then release the in-process claim.
+        A dead session's key is left to its lease (no request).  On failure both
         are handed to a background retry, so the key is never left queued while
         the session lives and the claim is never released before the key is gone."""
-        if token:
-            guard = Compare.create_revision(key) == token
-        else:
-            guard = Compare.lease(key) == session.lease_id
-        try:
-            self._client.txn([guard], [Op.delete(key)])
-        except errors.ClientClosedError:
-            pass  # a closing client revokes its sessions: the key goes with the lease
-        except BaseException as exc:
-            if session.is_done or self._client.closed:
-                # The key goes (or went) with the lease; a new acquire in this
-                # process uses a new session, hence a different key.
-                if claimed is not None:
-                    session.claims.release(claimed)
-            else:
-                log.warning("deleting lock key %r failed (%r); retrying in background", key, exc)
-                spawn(
-                    _delete_later, self._client, session, key, guard, claimed, name="etcdsync-lock"
-                )
-            if not isinstance(exc, errors.EtcdError):
-                raise  # cancelled or interrupted: the cleanup is under way anyway
-            return
-        if claimed is not None:
-            session.claims.release(claimed)
+        guard = self._guard(session, key, token)
+        delete_key(self._client, session, key, guard, claimed, timeout, unknown=not token)
 
     # --- context manager ------------------------------------------------------------------
 
@@ -416,25 +477,10 @@ class QueueLock(HeldResource[errors.EtcdError]):
         return f"<{type(self).__name__} {self._name!r} {self._state_name()}{held}{lost}>"
 
 
-def _delete_later(
-    client: RecipeClient,
-    session: Session,
-    key: str,
-    guard: Compare,
-    claimed: bytes | None,
-) -> None:
-    """Retry a failed key deletion until it succeeds or the session ends (the key
-    then goes with the lease); the in-process claim stays taken until then."""
-    delay = _CLEANUP_FIRST_DELAY
-    try:
-        while not wait_event(session.done, delay):
-            try:
-                client.txn([guard], [Op.delete(key)])
-                return
-            except errors.ClientClosedError:
-                return
-            except errors.EtcdError:
-                delay = min(delay * 2, _CLEANUP_MAX_DELAY)
-    finally:
-        if claimed is not None:
-            session.claims.release(claimed)
+class _LeaseGone(Exception):
+    """The session's lease proved gone before an acquire queued anything: retried
+    once on a fresh shared session, else ``error`` is raised."""
+
+    def __init__(self, error: errors.EtcdError) -> None:
+        super().__init__(str(error))
+        self.error = error

@@ -26,6 +26,9 @@ class RecipeClient(KVClient, Protocol):
         """A new session of its own (the caller closes it)."""
         ...
 
-    def shared_session(self, ttl: int = DEFAULT_SESSION_TTL) -> Session:
-        """The client's shared session for ``ttl``, replaced once lost."""
+    def shared_session(
+        self, ttl: int = DEFAULT_SESSION_TTL, *, timeout: float | None = None
+    ) -> Session:
+        """The client's shared session for ``ttl``, replaced once lost; ``timeout``
+        bounds its creation."""
         ...

@@ -57,7 +57,7 @@ class RWLock:
         with rw.read(timeout=5):      # many readers at once
             ...
         with rw.write(timeout=5) as w:  # alone
-            w.guarded_txn([Op.put("catalog/data", blob)])
+            w.guarded_txn([Op.put("data/catalog", blob)])
 
     :meth:`read` and :meth:`write` return a new lock object per call: one object
     per holder.  Neither is re-entrant: a holder of the write lock that asks for a

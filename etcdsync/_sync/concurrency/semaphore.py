@@ -2,7 +2,9 @@
 """Semaphore: at most ``limit`` holders at once, admitted FIFO by arrival.
 
 Each acquire puts one lease-bound key ``<name>/<lease id hex>-<random>`` (unique
-per acquire, so holders in one process may share a session).  A contender is
+per acquire, so holders in one process may share a session) whose value is the
+semaphore's ``limit`` in decimal: an acquire that finds another limit among the
+oldest keys raises :class:`~etcdsync.errors.SemaphoreLimitError`.  A contender is
 admitted when fewer than ``limit`` keys created before its own remain.  A waiter
 reads its predecessors once and then follows their deletions on a watch,
 counting them off locally: holders release in any order, so waiting for one
@@ -34,8 +36,12 @@ class Semaphore(QueueLock):
     :class:`~etcdsync.errors.LockError`; create one object per task or thread.
     Same API as :class:`~etcdsync.Mutex` (acquire, try_acquire, release,
     ``with``, fencing_token, is_owner, guarded_txn, lost).  Every
-    contender must use the same ``limit``.
+    contender must use the same ``limit``: each key records its holder's limit,
+    and an acquire that reads a key with another one raises
+    :class:`~etcdsync.errors.SemaphoreLimitError` (nothing of it left behind).
     """
+
+    _read_values = True
 
     def __init__(
         self,
@@ -59,6 +65,28 @@ class Semaphore(QueueLock):
 
     def _new_key(self, session: Session) -> str:
         return f"{self._name}/{session.lease_id:x}-{unique_suffix()}"
+
+    def _value(self) -> bytes:
+        return str(self._limit).encode()
+
+    def _check_read(self, read: list[KeyValue], token: int) -> None:
+        super()._check_read(read, token)
+        for kv in read:
+            if kv.create_revision == token or not kv.value:
+                continue  # our own key; a key of an older version records no limit
+            try:
+                limit = int(kv.value)
+            except ValueError:
+                limit = -1
+            if limit != self._limit:
+                raise errors.SemaphoreLimitError(
+                    f"semaphore {self._name!r} is used with limit {self._limit} here but "
+                    f"with {kv.value.decode('utf-8', 'replace')!r} by the holder of "
+                    f"{kv.key!r}: every contender must use the same limit",
+                    key=kv.key,
+                    limit=limit,
+                    expected=self._limit,
+                )
 
     def holders(self, *, timeout: float | None = None) -> list[KeyValue]:
         """The keys of the current holders (the ``limit`` oldest), oldest first."""
