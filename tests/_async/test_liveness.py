@@ -128,6 +128,30 @@ async def test_blackholed_endpoint_calls_end_within_their_timeouts(
                 await wait_count(etcd, prefix + name + "/", 0, timeout=20)
 
 
+async def test_blackholed_endpoint_reads_end_within_their_timeouts(
+    etcd_endpoint: str, prefix: str
+) -> None:
+    with FaultProxy(etcd_endpoint) as proxy:
+        async with AsyncClient(proxy.endpoint) as etcd:  # default request timeout: 10 s
+            config = etcd.config(prefix + "cfg/")
+            await config.start(timeout=5)
+            proxy.blackhole()
+            started = time.monotonic()
+            with pytest.raises(errors.Timeout):
+                await config.wait_for_change(timeout=2)
+            assert time.monotonic() - started < 2.5
+            took = await _timed(etcd.config(prefix + "other/").start, timeout=2)
+            assert took < 2.5, f"config start(timeout=2) took {took:.2f} s"
+            observer = etcd.election(prefix + "e").observe()
+            took = await _timed(observer.get, timeout=2)
+            assert took < 2.5, f"observer get(timeout=2) took {took:.2f} s"
+            took = await _timed(observer.next_change, timeout=2)
+            assert took < 2.5, f"observer next_change(timeout=2) took {took:.2f} s"
+            proxy.heal()
+            await observer.cancel()
+            await config.stop()
+
+
 async def test_release_with_a_dead_session_makes_no_request(
     etcd_endpoint: str, prefix: str
 ) -> None:
