@@ -284,6 +284,23 @@ WORKLOADS: tuple[Workload, ...] = (
         count_leases=True,
     ),
     Workload(
+        "recipe_rpcs",
+        "RPCs per recipe operation ({cycles} lock cycles, {subscribers} config subscribers)",
+        ALL_KINDS,
+        (
+            Metric("lock_rpcs", "lock acquire+release: unary RPCs", "count", 1),
+            Metric("lock_watch_msgs", "lock acquire+release: watch msgs", "count", 1),
+            Metric("handoff_rpcs", "contended handoff: unary RPCs", "count", 1),
+            Metric("handoff_watch_msgs", "contended handoff: watch msgs", "count", 1),
+            Metric("campaign_rpcs", "campaign+resign: unary RPCs", "count", 1),
+            Metric("campaign_watch_msgs", "campaign+resign: watch msgs", "count", 1),
+            Metric("config_rpcs", "config update fan-out: unary RPCs", "count", 1),
+            Metric("config_watch_msgs", "config update fan-out: watch msgs", "count", 1),
+        ),
+        {"cycles": 20, "subscribers": 10, "reps": 2, "ttl": 30, "timeout": 10},
+        {"cycles": 5, "subscribers": 3, "reps": 1, "ttl": 30, "timeout": 10},
+    ),
+    Workload(
         "lock_contended",
         "lock, {procs} processes × {cycles} contended cycles",
         ALL_KINDS,

@@ -210,6 +210,59 @@ def floor_table(run: Run) -> str:
     return "\n".join(lines)
 
 
+# --- RPCs per recipe operation -----------------------------------------------------------
+
+RPC_OPERATIONS: tuple[tuple[str, str, int, str], ...] = (
+    (
+        "lock_rpcs",
+        "lock acquire + release, uncontended",
+        2,
+        "one txn (create the key, read the owner), one delete",
+    ),
+    (
+        "handoff_rpcs",
+        "contended handoff (holder's release to waiter's acquire)",
+        2,
+        "the holder's delete, one read by the waiter (no predecessor left, own key kept)",
+    ),
+    (
+        "campaign_rpcs",
+        "campaign + resign, uncontended",
+        2,
+        "one txn (create the key, read the leader), one delete",
+    ),
+    (
+        "config_rpcs",
+        "config update fan-out (beyond the writer's put)",
+        0,
+        "none: the update reaches every subscriber over the watch stream",
+    ),
+)
+
+
+def rpc_table(run: Run) -> str:
+    """Unary RPCs per recipe operation, per client, with the minimum."""
+    if "recipe_rpcs" not in run.workloads:
+        return "Not measured in this run."
+    clients = [c for c in run.clients if run.outcomes.get(c, {}).get("recipe_rpcs")]
+    header = ["operation", "minimum", *clients]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    for key, label, minimum, why in RPC_OPERATIONS:
+        row = [label, f"{minimum}: {why}"]
+        for client in clients:
+            st = stat(run, client, "recipe_rpcs", key)
+            if st is None:
+                row.append("—")
+                continue
+            msgs = stat(run, client, "recipe_rpcs", key.replace("_rpcs", "_watch_msgs"))
+            cell = f"{st.extreme:g}"
+            if msgs is not None and msgs.extreme:
+                cell += f" + {msgs.extreme:g} watch msgs"
+            row.append(cell)
+        lines.append("| " + " | ".join(row) + " |")
+    return "\n".join(lines)
+
+
 # --- the targets -----------------------------------------------------------------------
 
 
@@ -366,6 +419,19 @@ def checks(run: Run) -> list[Check]:
             _all(*(None if x is None else x >= 0.9 for x in lock_floor)),
         )
     )
+    for key, label, minimum, _ in RPC_OPERATIONS:
+        counts = [stat(run, c, "recipe_rpcs", key) for c in (s, a)]
+        shown = ", ".join(
+            f"{c.removeprefix('etcdsync-')} {'n/a' if x is None else f'{x.extreme:g}'}"
+            for c, x in zip((s, a), counts, strict=True)
+        )
+        out.append(
+            Check(
+                f"{label}: at its minimum of {minimum} unary RPCs",
+                shown,
+                _all(*(None if x is None else x.extreme <= minimum for x in counts)),
+            )
+        )
     range_cpu = [adv(c, PEERS, "range_read", "cpu_ms") for c in (s, a)]
     out.append(
         Check(
@@ -467,6 +533,16 @@ def document(run: Run, command: str, extra: Callable[[], str] | None = None) -> 
         "lock needs at least: one txn, one delete.",
         "",
         floor_table(run),
+        "",
+        "## RPCs per recipe operation",
+        "",
+        "Counted by the server (its grpc_server_handled_total and "
+        "grpc_server_msg_received_total counters) around each operation, with nothing "
+        "else talking to it; keepalive renewals left out. The cells are unary RPCs, plus "
+        "the messages sent on the shared watch stream (creates, cancels). etcd3, pyetcd "
+        "and aetcd have no election or config recipe.",
+        "",
+        rpc_table(run),
         "",
         "## Targets",
         "",

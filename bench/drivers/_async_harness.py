@@ -41,6 +41,37 @@ class AsyncAdapter(Protocol):
     async def lock_cycle(
         self, name: str, ttl: int, timeout: float, body: Callable[[], None]
     ) -> bool: ...
+    async def lock_hold(
+        self, name: str, ttl: int, timeout: float
+    ) -> Callable[[], Awaitable[None]]: ...
+    async def campaign_cycle(self, name: str, ttl: int) -> None: ...
+    async def config_subscribe(self, prefix: bytes, subscribers: int) -> Counter: ...
+
+
+class Counter:
+    """Calls counted on the event loop; ``wait_for(total)`` waits until that many."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._changed = asyncio.Event()
+
+    def __call__(self, *_: object) -> None:
+        self.count += 1
+        self._changed.set()
+
+    async def wait_for(self, total: int, timeout: float) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while self.count < total:
+            self._changed.clear()
+            left = deadline - loop.time()
+            if left <= 0:
+                return False
+            try:
+                await asyncio.wait_for(self._changed.wait(), left)
+            except asyncio.TimeoutError:
+                return self.count >= total
+        return True
 
 
 class RefreshLoop:
@@ -320,6 +351,76 @@ async def lock_contended(p: dict[str, Any], endpoint: str) -> None:
         c.result("lock_contended", rep, **metrics)
 
 
+async def recipe_rpcs(
+    a: AsyncAdapter, p: dict[str, Any], make_other: Callable[[], Awaitable[AsyncAdapter]]
+) -> None:
+    """As ``_sync_harness.recipe_rpcs``: RPCs per recipe operation from the server's
+    own counters."""
+    url, ttl, timeout = p["metrics_url"], p["ttl"], p["timeout"]
+    base = p["prefix"].decode() + "rpc/"
+    metrics: dict[str, float] = {}
+
+    async def measure(key: str, run: Callable[[], Awaitable[None]], per: int = 1) -> None:
+        before = c.rpc_counts(url)
+        await run()
+        delta = c.rpc_delta(before, c.rpc_counts(url))
+        metrics[key] = c.unary_total(delta) / per
+        metrics[key.replace("_rpcs", "_watch_msgs")] = delta.get("Watch:msgs", 0.0) / per
+
+    for _ in range(3):
+        await a.lock_cycle(base + "solo", ttl, timeout, _noop)
+    cycles = p["cycles"]
+
+    async def solo() -> None:
+        for _ in range(cycles):
+            await a.lock_cycle(base + "solo", ttl, timeout, _noop)
+
+    await measure("lock_rpcs", solo, cycles)
+
+    other = await make_other()
+    try:
+        await other.lock_cycle(base + "warm", ttl, timeout, _noop)
+        marks: dict[str, dict[str, float]] = {}
+
+        def waiter_body() -> None:
+            marks["acquired"] = c.rpc_counts(url)
+
+        release = await a.lock_hold(base + "handoff", ttl, timeout)
+        waiter = asyncio.create_task(other.lock_cycle(base + "handoff", ttl, timeout, waiter_body))
+        await asyncio.sleep(0.5)  # the waiter is queued and watching
+        marks["release"] = c.rpc_counts(url)
+        await release()
+        await asyncio.wait_for(waiter, timeout)
+        delta = c.rpc_delta(marks["release"], marks["acquired"])
+        metrics["handoff_rpcs"] = c.unary_total(delta)
+        metrics["handoff_watch_msgs"] = delta.get("Watch:msgs", 0.0)
+    finally:
+        await other.close()
+
+    try:
+        await a.campaign_cycle(base + "election", ttl)
+        await measure("campaign_rpcs", lambda: a.campaign_cycle(base + "election", ttl))
+    except c.Unsupported:
+        pass
+    try:
+        calls = await a.config_subscribe(p["prefix"] + b"rpc/config/", p["subscribers"])
+    except c.Unsupported:
+        pass
+    else:
+        key, subscribers = p["prefix"] + b"rpc/config/k", p["subscribers"]
+
+        async def update() -> None:
+            total = calls.count + subscribers
+            await a.put(key, b'"%d"' % time.time_ns())
+            if not await calls.wait_for(total, timeout):
+                raise RuntimeError("the config subscribers did not all see the update")
+
+        await update()
+        await measure("config_rpcs", update)
+        metrics["config_rpcs"] -= 1  # the update's own put
+    c.result("recipe_rpcs", p.get("rep", 0), **metrics)
+
+
 async def contender(a: AsyncAdapter, p: dict[str, Any]) -> None:
     await a.get(b"warmup")
     await asyncio.to_thread(c.contender_ready)
@@ -355,12 +456,23 @@ async def _main(make_adapter: Callable[[str], AsyncAdapter], client: str) -> Non
             await contender(adapter, p)
             return
         c.emit("meta", client=client, versions=adapter.versions())
-        await run(adapter, args.workload, p, args.endpoint)
+        await run(adapter, args.workload, p, args.endpoint, make_adapter)
     finally:
         await adapter.close()
 
 
-async def run(a: AsyncAdapter, workload: str, p: dict[str, Any], endpoint: str) -> None:
+async def run(
+    a: AsyncAdapter,
+    workload: str,
+    p: dict[str, Any],
+    endpoint: str,
+    make_adapter: Callable[[str], AsyncAdapter],
+) -> None:
+    async def make_other() -> AsyncAdapter:
+        other = make_adapter(endpoint)
+        await other.connect()
+        return other
+
     try:
         if workload == "put_seq":
             await put_seq(a, p)
@@ -382,6 +494,8 @@ async def run(a: AsyncAdapter, workload: str, p: dict[str, Any], endpoint: str) 
             await leases(a, p, workload)
         elif workload == "lock_uncontended":
             await lock_uncontended(a, p)
+        elif workload == "recipe_rpcs":
+            await recipe_rpcs(a, p, make_other)
         elif workload == "lock_contended":
             # Probe the recipe first so a missing one is a skip, not 4 crashes.
             probe = p["prefix"].decode() + "lock/probe"

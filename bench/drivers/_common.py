@@ -20,6 +20,7 @@ import argparse
 import itertools
 import json
 import os
+import re
 import subprocess
 import sys
 import time
@@ -112,6 +113,44 @@ def watch_gauges(metrics_url: str) -> tuple[float, float]:
         elif line.startswith("etcd_debugging_mvcc_watcher_total "):
             watchers = float(line.split()[1])
     return streams, watchers
+
+
+_HANDLED = re.compile(
+    r'^grpc_server_handled_total\{grpc_code="[^"]*",grpc_method="([^"]+)",'
+    r'grpc_service="[^"]*",grpc_type="unary"\} (\S+)$'
+)
+_STREAM_MSGS = re.compile(
+    r'^grpc_server_msg_received_total\{grpc_method="([^"]+)",grpc_service="[^"]*",'
+    r'grpc_type="bidi_stream"\} (\S+)$'
+)
+
+
+def rpc_counts(metrics_url: str) -> dict[str, float]:
+    """The server's own RPC counters: finished unary calls per method, and messages
+    received on bidi streams (``Watch:msgs``: watch creates and cancels)."""
+    with urllib.request.urlopen(metrics_url, timeout=10) as response:
+        text = response.read().decode()
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        match = _HANDLED.match(line)
+        if match:
+            out[match.group(1)] = out.get(match.group(1), 0.0) + float(match.group(2))
+            continue
+        match = _STREAM_MSGS.match(line)
+        if match:
+            key = match.group(1) + ":msgs"
+            out[key] = out.get(key, 0.0) + float(match.group(2))
+    return out
+
+
+def rpc_delta(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """What changed between two :func:`rpc_counts` (zero entries left out)."""
+    return {k: v - before.get(k, 0.0) for k, v in after.items() if v != before.get(k, 0.0)}
+
+
+def unary_total(delta: dict[str, float]) -> float:
+    """Unary RPCs in a :func:`rpc_delta` (keepalive and watch stream messages apart)."""
+    return sum(v for k, v in delta.items() if not k.endswith(":msgs"))
 
 
 def key_index(key: bytes) -> int:

@@ -96,3 +96,15 @@ class Etcd3Adapter:
         finally:
             lock.release()
         return True
+
+    def lock_hold(self, name: str, ttl: int, timeout: float) -> Callable[[], None]:
+        lock = self.client.lock(name, ttl=ttl)
+        if not lock.acquire(timeout=timeout):
+            raise RuntimeError("lock not acquired")
+        return lambda: lock.release() and None
+
+    def campaign_cycle(self, name: str, ttl: int) -> None:
+        raise c.Unsupported("no election recipe")
+
+    def config_subscribe(self, prefix: bytes, subscribers: int) -> h.Counter:
+        raise c.Unsupported("no config recipe")

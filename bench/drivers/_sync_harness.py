@@ -40,6 +40,26 @@ class SyncAdapter(Protocol):
     def grant(self, ttl: int) -> Any: ...
     def keep_alive(self, leases: list[Any], ttl: int) -> KeepaliveStats: ...
     def lock_cycle(self, name: str, ttl: int, timeout: float, body: Callable[[], None]) -> bool: ...
+    def lock_hold(self, name: str, ttl: int, timeout: float) -> Callable[[], None]: ...
+    def campaign_cycle(self, name: str, ttl: int) -> None: ...
+    def config_subscribe(self, prefix: bytes, subscribers: int) -> Counter: ...
+
+
+class Counter:
+    """Calls counted from any thread; ``wait_for(total)`` blocks until that many."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._cond = threading.Condition()
+
+    def __call__(self, *_: object) -> None:
+        with self._cond:
+            self.count += 1
+            self._cond.notify_all()
+
+    def wait_for(self, total: int, timeout: float) -> bool:
+        with self._cond:
+            return self._cond.wait_for(lambda: self.count >= total, timeout)
 
 
 class RefreshLoop:
@@ -323,6 +343,84 @@ def lock_contended(p: dict[str, Any], endpoint: str) -> None:
         c.result("lock_contended", rep, **metrics)
 
 
+# The least each recipe operation needs, in unary RPCs (see bench/README.md).
+RPC_MINIMUM = {"lock_rpcs": 2, "handoff_rpcs": 2, "campaign_rpcs": 2, "config_rpcs": 0}
+
+
+def recipe_rpcs(a: SyncAdapter, p: dict[str, Any], make_other: Callable[[], SyncAdapter]) -> None:
+    """RPCs per recipe operation, from the server's own counters (nothing else talks to
+    the server meanwhile).  Unary calls count; watch stream messages are reported apart
+    (``*_watch_msgs``); keepalive renewals are left out."""
+    url, ttl, timeout = p["metrics_url"], p["ttl"], p["timeout"]
+    base = p["prefix"].decode() + "rpc/"
+    metrics: dict[str, float] = {}
+
+    def measure(key: str, run: Callable[[], None], per: int = 1) -> None:
+        before = c.rpc_counts(url)
+        run()
+        delta = c.rpc_delta(before, c.rpc_counts(url))
+        metrics[key] = c.unary_total(delta) / per
+        metrics[key.replace("_rpcs", "_watch_msgs")] = delta.get("Watch:msgs", 0.0) / per
+
+    # Uncontended acquire + release, the session already made.
+    for _ in range(3):
+        a.lock_cycle(base + "solo", ttl, timeout, _noop)
+    cycles = p["cycles"]
+
+    def solo() -> None:
+        for _ in range(cycles):
+            a.lock_cycle(base + "solo", ttl, timeout, _noop)
+
+    measure("lock_rpcs", solo, cycles)
+
+    # Contended handoff: from the holder's release to the waiter's acquire.
+    other = make_other()
+    try:
+        other.lock_cycle(base + "warm", ttl, timeout, _noop)
+        marks: dict[str, dict[str, float]] = {}
+
+        def waiter_body() -> None:
+            marks["acquired"] = c.rpc_counts(url)
+
+        release = a.lock_hold(base + "handoff", ttl, timeout)
+        waiter = threading.Thread(
+            target=other.lock_cycle, args=(base + "handoff", ttl, timeout, waiter_body)
+        )
+        waiter.start()
+        time.sleep(0.5)  # the waiter is queued and watching
+        marks["release"] = c.rpc_counts(url)
+        release()
+        waiter.join(timeout)
+        delta = c.rpc_delta(marks["release"], marks["acquired"])
+        metrics["handoff_rpcs"] = c.unary_total(delta)
+        metrics["handoff_watch_msgs"] = delta.get("Watch:msgs", 0.0)
+    finally:
+        other.close()
+
+    try:
+        a.campaign_cycle(base + "election", ttl)
+        measure("campaign_rpcs", lambda: a.campaign_cycle(base + "election", ttl))
+    except c.Unsupported:
+        pass
+    try:
+        calls = a.config_subscribe(p["prefix"] + b"rpc/config/", p["subscribers"])
+    except c.Unsupported:
+        pass
+    else:
+        key, subscribers = p["prefix"] + b"rpc/config/k", p["subscribers"]
+
+        def update() -> None:
+            total = calls.count + subscribers
+            a.put(key, b'"%d"' % time.time_ns())
+            if not calls.wait_for(total, timeout):
+                raise RuntimeError("the config subscribers did not all see the update")
+
+        update()
+        measure("config_rpcs", update)
+        metrics["config_rpcs"] -= 1  # the update's own put
+    c.result("recipe_rpcs", p.get("rep", 0), **metrics)
+
+
 def contender(a: SyncAdapter, p: dict[str, Any]) -> None:
     a.get(b"warmup")
     c.contender_ready()
@@ -353,12 +451,18 @@ def main(make_adapter: Callable[[str], SyncAdapter], client: str) -> None:
             contender(adapter, p)
             return
         c.emit("meta", client=client, versions=adapter.versions())
-        run(adapter, args.workload, p, args.endpoint)
+        run(adapter, args.workload, p, args.endpoint, make_adapter)
     finally:
         adapter.close()
 
 
-def run(a: SyncAdapter, workload: str, p: dict[str, Any], endpoint: str) -> None:
+def run(
+    a: SyncAdapter,
+    workload: str,
+    p: dict[str, Any],
+    endpoint: str,
+    make_adapter: Callable[[str], SyncAdapter],
+) -> None:
     try:
         if workload == "put_seq":
             put_seq(a, p)
@@ -380,6 +484,8 @@ def run(a: SyncAdapter, workload: str, p: dict[str, Any], endpoint: str) -> None
             leases(a, p, workload)
         elif workload == "lock_uncontended":
             lock_uncontended(a, p)
+        elif workload == "recipe_rpcs":
+            recipe_rpcs(a, p, lambda: make_adapter(endpoint))
         elif workload == "lock_contended":
             # Probe the recipe first so a missing one is a skip, not 4 crashes.
             a.lock_cycle(p["prefix"].decode() + "lock/probe", p["ttl"], p["timeout"], _noop)

@@ -88,6 +88,18 @@ class Adapter:
             await lock.release()
         return True
 
+    async def lock_hold(self, name: str, ttl: int, timeout: float) -> Callable[[], Awaitable[None]]:
+        lock = self.client.lock(name.encode(), ttl=ttl)
+        if not await lock.acquire(timeout=timeout):
+            raise RuntimeError("lock not acquired")
+        return lock.release
+
+    async def campaign_cycle(self, name: str, ttl: int) -> None:
+        raise c.Unsupported("no election recipe")
+
+    async def config_subscribe(self, prefix: bytes, subscribers: int) -> h.Counter:
+        raise c.Unsupported("no config recipe")
+
 
 if __name__ == "__main__":
     h.main(Adapter, "aetcd")

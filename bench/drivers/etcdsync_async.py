@@ -35,6 +35,7 @@ class Adapter:
 
     async def connect(self) -> None:
         self.client = AsyncClient(self.endpoint, timeout=30)
+        self._configs: list[Any] = []
 
     def versions(self) -> dict[str, str]:
         return {
@@ -44,6 +45,8 @@ class Adapter:
         }
 
     async def close(self) -> None:
+        for config in self._configs:
+            await config.stop()
         await self.client.close()
 
     async def put(self, key: bytes, value: bytes) -> None:
@@ -102,6 +105,24 @@ class Adapter:
         except errors.Timeout:
             return False
         return True
+
+    async def lock_hold(self, name: str, ttl: int, timeout: float) -> Callable[[], Awaitable[None]]:
+        lock = self.client.lock(name, ttl=ttl)
+        await lock.acquire(timeout=timeout)
+        return lock.release
+
+    async def campaign_cycle(self, name: str, ttl: int) -> None:
+        election = self.client.election(name, ttl=ttl)
+        await election.campaign(b"bench")
+        await election.resign()
+
+    async def config_subscribe(self, prefix: bytes, subscribers: int) -> h.Counter:
+        counter = h.Counter()
+        config = await self.client.config(prefix.decode()).start()
+        for _ in range(subscribers):
+            config.subscribe(counter)
+        self._configs.append(config)
+        return counter
 
 
 if __name__ == "__main__":

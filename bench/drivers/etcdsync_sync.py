@@ -35,6 +35,7 @@ class _Counter:
 class Adapter:
     def __init__(self, endpoint: str) -> None:
         self.client = Client(endpoint, timeout=30)
+        self._configs: list[Any] = []
 
     def versions(self) -> dict[str, str]:
         return {
@@ -44,6 +45,8 @@ class Adapter:
         }
 
     def close(self) -> None:
+        for config in self._configs:
+            config.stop()
         self.client.close()
 
     def put(self, key: bytes, value: bytes) -> None:
@@ -96,6 +99,24 @@ class Adapter:
         except errors.Timeout:
             return False
         return True
+
+    def lock_hold(self, name: str, ttl: int, timeout: float) -> Callable[[], None]:
+        lock = self.client.lock(name, ttl=ttl)
+        lock.acquire(timeout=timeout)
+        return lock.release
+
+    def campaign_cycle(self, name: str, ttl: int) -> None:
+        election = self.client.election(name, ttl=ttl)
+        election.campaign(b"bench")
+        election.resign()
+
+    def config_subscribe(self, prefix: bytes, subscribers: int) -> h.Counter:
+        counter = h.Counter()
+        config = self.client.config(prefix.decode()).start()
+        for _ in range(subscribers):
+            config.subscribe(counter)
+        self._configs.append(config)
+        return counter
 
 
 if __name__ == "__main__":

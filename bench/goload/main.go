@@ -512,6 +512,107 @@ func lockUncontended(cli *clientv3.Client, p params) {
 	}
 }
 
+// rpcCounts reads the server's own counters: finished unary calls per method, and
+// messages received on bidi streams ("Watch:msgs"), as _common.rpc_counts does.
+func rpcCounts(url string) map[string]float64 {
+	client := http.Client{Timeout: 10 * time.Second}
+	resp, err := client.Get(url)
+	check(err)
+	defer resp.Body.Close()
+	raw, err := io.ReadAll(resp.Body)
+	check(err)
+	out := map[string]float64{}
+	for _, line := range strings.Split(string(raw), "\n") {
+		fields := strings.Fields(line)
+		if len(fields) != 2 {
+			continue
+		}
+		value, _ := strconv.ParseFloat(fields[1], 64)
+		method := between(fields[0], `grpc_method="`, `"`)
+		switch {
+		case strings.HasPrefix(line, "grpc_server_handled_total{") && strings.Contains(line, `grpc_type="unary"`):
+			out[method] += value
+		case strings.HasPrefix(line, "grpc_server_msg_received_total{") && strings.Contains(line, `grpc_type="bidi_stream"`):
+			out[method+":msgs"] += value
+		}
+	}
+	return out
+}
+
+func between(s, start, end string) string {
+	i := strings.Index(s, start)
+	if i < 0 {
+		return ""
+	}
+	rest := s[i+len(start):]
+	return rest[:strings.Index(rest, end)]
+}
+
+// rpcDelta returns the unary calls and the watch messages between two rpcCounts.
+func rpcDelta(before, after map[string]float64) (unary, watch float64) {
+	for k, v := range after {
+		d := v - before[k]
+		switch {
+		case k == "Watch:msgs":
+			watch += d
+		case !strings.HasSuffix(k, ":msgs"):
+			unary += d
+		}
+	}
+	return unary, watch
+}
+
+func recipeRPCs(cli *clientv3.Client, p params, endpoint string) {
+	url, base := p.str("metrics_url"), p.str("prefix")+"rpc/"
+	sess, err := concurrency.NewSession(cli, concurrency.WithTTL(p.int("ttl")))
+	check(err)
+	defer sess.Close()
+	metrics := map[string]float64{}
+	for i := 0; i < 3; i++ {
+		lockCycle(sess, base+"solo", p.num("timeout"), func() {})
+	}
+	cycles := p.int("cycles")
+	before := rpcCounts(url)
+	for i := 0; i < cycles; i++ {
+		lockCycle(sess, base+"solo", p.num("timeout"), func() {})
+	}
+	unary, watch := rpcDelta(before, rpcCounts(url))
+	metrics["lock_rpcs"], metrics["lock_watch_msgs"] = unary/float64(cycles), watch/float64(cycles)
+
+	// Contended handoff: from the holder's release to the waiter's acquire.
+	other, err := clientv3.New(clientv3.Config{Endpoints: []string{endpoint}, DialTimeout: 10 * time.Second})
+	check(err)
+	defer other.Close()
+	otherSess, err := concurrency.NewSession(other, concurrency.WithTTL(p.int("ttl")))
+	check(err)
+	defer otherSess.Close()
+	lockCycle(otherSess, base+"warm", p.num("timeout"), func() {})
+	holder := concurrency.NewMutex(sess, base+"handoff")
+	check(holder.Lock(context.Background()))
+	var acquired map[string]float64
+	done := make(chan struct{})
+	go func() {
+		lockCycle(otherSess, base+"handoff", p.num("timeout"), func() { acquired = rpcCounts(url) })
+		close(done)
+	}()
+	time.Sleep(500 * time.Millisecond) // the waiter is queued and watching
+	release := rpcCounts(url)
+	check(holder.Unlock(context.Background()))
+	<-done
+	metrics["handoff_rpcs"], metrics["handoff_watch_msgs"] = rpcDelta(release, acquired)
+
+	campaign := func() {
+		e := concurrency.NewElection(sess, base+"election")
+		check(e.Campaign(context.Background(), "bench"))
+		check(e.Resign(context.Background()))
+	}
+	campaign()
+	before = rpcCounts(url)
+	campaign()
+	metrics["campaign_rpcs"], metrics["campaign_watch_msgs"] = rpcDelta(before, rpcCounts(url))
+	result("recipe_rpcs", p.int("rep"), metrics)
+}
+
 type contenderReport struct {
 	Intervals [][2]float64 `json:"intervals"`
 	Failures  int          `json:"failures"`
@@ -703,6 +804,8 @@ func main() {
 		lockUncontended(cli, p)
 	case *workload == "lock_contended":
 		lockContended(p, *endpoint)
+	case *workload == "recipe_rpcs":
+		recipeRPCs(cli, p, *endpoint)
 	default:
 		emit(map[string]interface{}{"type": "skip", "workload": *workload, "reason": "unknown workload"})
 	}
