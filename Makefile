@@ -62,8 +62,13 @@ $(VENV)/.docs-installed: pyproject.toml $(VENV)/.installed
 docs: $(VENV)/.docs-installed
 	NO_MKDOCS_2_WARNING=1 $(PY) -m mkdocs build --strict --quiet
 
+# matplotlib, for the cost curves' plots (the bench extra).
+$(VENV)/.bench-installed: pyproject.toml $(VENV)/.installed
+	$(PY) -m pip install --quiet -e '.[bench]'
+	touch $@
+
 # Every client on one etcd -> bench/RESULTS.md; `make bench BENCH_ARGS=--quick` for a smoke run.
-bench: $(VENV)/.installed
+bench: $(VENV)/.bench-installed
 	$(PY) -m bench $(BENCH_ARGS)
 
 clean:

@@ -74,7 +74,7 @@ def main(argv: list[str] | None = None) -> int:
         etcd_version=args.etcd,
     )
     command = "python -m bench " + shlex.join(sys.argv[1:] if argv is None else argv)
-    text = report.document(run, command.strip())
+    text = report.document(run, command.strip(), output=output)
     output.parent.mkdir(parents=True, exist_ok=True)
     output.write_text(text)
     raw.parent.mkdir(parents=True, exist_ok=True)

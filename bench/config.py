@@ -126,9 +126,23 @@ class Workload:
     (granting 10,000 leases) should be paid once: all repetitions in one process."""
     count_leases: bool = False
     """Count the leases left on the server after each repetition."""
+    sweep: str | None = None
+    """A cost curve: the parameter that takes each of ``params["sizes"]`` in turn (one
+    driver process per size, the clients taking turns); reported as curves with a
+    plot, not in the results table."""
+    caps: dict[str, int] = field(default_factory=dict)
+    """Per client, the largest size it runs in this sweep (the peers' loops cannot keep
+    up with the largest sizes, or their runs would take most of the benchmark)."""
+    per_item: dict[str, str] = field(default_factory=dict)
+    """For a sweep: metric key -> the unit of that metric divided by the size (the
+    per-item cost whose growth RESULTS.md states), e.g. ``{"create_s": "µs/watcher"}``."""
 
     def describe(self, params: dict[str, Any]) -> str:
         return self.title.format(**params)
+
+    def sizes(self, params: dict[str, Any], client: str) -> list[int]:
+        cap = self.caps.get(client)
+        return [n for n in params.get("sizes", ()) if cap is None or n <= cap]
 
 
 ALL_KINDS: tuple[Kind, ...] = ("sync", "async", "go")
@@ -319,6 +333,90 @@ WORKLOADS: tuple[Workload, ...] = (
     ),
 )
 
+_PEERS_UP_TO = {"etcd3": 10_000, "pyetcd": 10_000, "aetcd": 10_000}
+_PEER_PROCS_UP_TO = {"etcd3": 32, "pyetcd": 32, "aetcd": 32}
+
+SWEEPS: tuple[Workload, ...] = (
+    Workload(
+        "sweep_watchers",
+        "watchers of one key: create, memory, one put delivered to all",
+        ALL_KINDS,
+        (
+            Metric("create_s", "creation s", "lower", 2),
+            Metric("rss_mb", "RSS growth MiB", "lower", 1),
+            Metric("deliver_ms", "one put to all ms", "lower", 1),
+            Metric("threads", "threads added", "info"),
+        ),
+        {"sizes": [1000, 10_000, 100_000], "reps": 1, "timeout": 120},
+        {"sizes": [100, 1000], "reps": 1, "timeout": 30},
+        sweep="n",
+        per_item={"create_s": "µs/watcher", "rss_mb": "KiB/watcher", "deliver_ms": "µs/watcher"},
+    ),
+    Workload(
+        "sweep_leases",
+        "leases kept alive (TTL {ttl} s): client CPU",
+        ALL_KINDS,
+        (
+            Metric("cpu_pct", "client CPU % of one core", "lower", 1),
+            Metric("cpu_us_per_renewal", "CPU µs per renewal", "lower", 1),
+            Metric("lost", "leases lost", "count"),
+        ),
+        {"sizes": [1000, 10_000, 50_000], "reps": 1, "ttl": _LEASE_TTL},
+        {"sizes": [100, 500], "reps": 1, "ttl": 3},
+        sweep="n",
+        caps=_PEERS_UP_TO,
+        per_item={"cpu_pct": "µs CPU/s per lease", "cpu_us_per_renewal": ""},
+    ),
+    Workload(
+        "sweep_lock",
+        "lock contenders across processes ({cycles_total} cycles in all)",
+        ALL_KINDS,
+        (
+            Metric("handoff_p50_ms", "handoff p50 ms", "lower", 1),
+            Metric("handoff_p99_ms", "handoff p99 ms", "lower", 1),
+            Metric("wall_s", "total s", "lower", 2),
+            Metric("worst_wait_ms", "worst wait ms", "lower", 0),
+            Metric("fairness", "worst ÷ mean wait", "lower", 1),
+            Metric("failures", "failed cycles", "count"),
+            Metric("overlaps", "exclusion violations", "count"),
+        ),
+        {"sizes": [2, 8, 32, 128], "reps": 1, "cycles_total": 256, **_LOCK},
+        {"sizes": [2, 4], "reps": 1, "cycles_total": 8, **_LOCK},
+        sweep="procs",
+        caps=_PEER_PROCS_UP_TO,
+        per_item={"handoff_p50_ms": "", "handoff_p99_ms": "", "worst_wait_ms": "", "fairness": ""},
+    ),
+    Workload(
+        "sweep_config",
+        "config subscribers of one watcher: one update fanned out",
+        ("sync", "async"),
+        (
+            Metric("fanout_ms", "update to all subscribers ms", "lower", 2),
+            Metric("threads", "threads added", "info"),
+        ),
+        {"sizes": [1, 100, 1000], "reps": 1, "updates": 5, "timeout": 60},
+        {"sizes": [1, 10], "reps": 1, "updates": 2, "timeout": 30},
+        sweep="n",
+        per_item={"fanout_ms": "µs/subscriber"},
+    ),
+    Workload(
+        "sweep_group",
+        "group members (one client): join, list, watch",
+        ("sync", "async"),
+        (
+            Metric("join_s", "joining all s", "lower", 2),
+            Metric("members_ms", "members() ms", "lower", 1),
+            Metric("watch_all_ms", "watch start to all joins ms", "lower", 1),
+            Metric("notify_ms", "one more join seen ms", "lower", 1),
+        ),
+        {"sizes": [10, 100, 1000], "reps": 1, "ttl": 30, "timeout": 60},
+        {"sizes": [5, 10], "reps": 1, "ttl": 30, "timeout": 30},
+        sweep="n",
+        per_item={"join_s": "µs/member", "members_ms": "µs/member", "watch_all_ms": "µs/member"},
+    ),
+)
+
+WORKLOADS = (*WORKLOADS, *SWEEPS)
 WORKLOADS_BY_NAME = {w.name: w for w in WORKLOADS}
 
 

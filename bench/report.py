@@ -9,7 +9,9 @@ import math
 import statistics
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 
+from . import curves
 from .config import (
     ASYNC_PEERS,
     CLIENTS_BY_NAME,
@@ -104,6 +106,8 @@ def table(run: Run) -> str:
     notes: list[str] = []
     for name in run.workloads:
         workload = WORKLOADS_BY_NAME[name]
+        if workload.sweep:
+            continue  # a cost curve: see curves.section
         params = _params(run, name)
         title = workload.describe(params) if params else name
         for i, metric in enumerate(workload.metrics):
@@ -432,6 +436,41 @@ def checks(run: Run) -> list[Check]:
                 _all(*(None if x is None else x.extreme <= minimum for x in counts)),
             )
         )
+    sweep = WORKLOADS_BY_NAME["sweep_watchers"]
+    at_1000 = [
+        (
+            dict(curves.points(run, s, sweep.name, "threads")).get(1000),
+            dict(curves.points(run, s, sweep.name, "rss_mb")).get(1000),
+        )
+    ]
+    threads, rss = at_1000[0]
+    out.append(
+        Check(
+            "1,000 sync callback watchers add ≤ 2 threads and ≤ 2 MiB",
+            "n/a" if threads is None or rss is None else f"{threads:g} threads, {rss:.1f} MiB",
+            None if threads is None or rss is None else threads <= 2 and rss <= 2,
+        )
+    )
+    flat: list[str] = []
+    flags = []
+    for client in (s, a):
+        pts = curves.points(run, client, "sweep_leases", "cpu_us_per_renewal")
+        if len(pts) < 2 or pts[0][1] <= 0:
+            flags.append(None)
+            continue
+        ratio = pts[-1][1] / pts[0][1]
+        flat.append(
+            f"{client.removeprefix('etcdsync-')} {pts[0][1]:.0f} µs at {pts[0][0]:,} → "
+            f"{pts[-1][1]:.0f} µs at {pts[-1][0]:,} (×{ratio:.2f})"
+        )
+        flags.append(ratio <= 1.25)
+    out.append(
+        Check(
+            "keepalive CPU per renewal flat (largest ÷ smallest sweep size ≤ 1.25)",
+            "; ".join(flat) or "n/a",
+            _all(*flags) if flags else None,
+        )
+    )
     range_cpu = [adv(c, PEERS, "range_read", "cpu_ms") for c in (s, a)]
     out.append(
         Check(
@@ -484,7 +523,14 @@ def machine_markdown(run: Run) -> str:
     return "\n".join(lines)
 
 
-def document(run: Run, command: str, extra: Callable[[], str] | None = None) -> str:
+def document(
+    run: Run,
+    command: str,
+    extra: Callable[[], str] | None = None,
+    output: Path | None = None,
+) -> str:
+    """RESULTS.md; the sweeps' plots go to ``plots/`` beside ``output``."""
+    base = (output or Path("RESULTS.md")).resolve().parent
     mode = "quick (reduced sizes, 1 repetition)" if run.quick else "full"
     parts = [
         "# etcdsync benchmark results",
@@ -544,6 +590,14 @@ def document(run: Run, command: str, extra: Callable[[], str] | None = None) -> 
         "",
         rpc_table(run),
         "",
+        "## Cost curves",
+        "",
+        "Each sweep runs one workload at growing sizes, one process per size, the "
+        "clients taking turns; the peers stop where their loops cannot keep up (their "
+        "largest size is in the table). Per-item costs divide by the size; a ratio near "
+        "×1 between the smallest and the largest size is a flat curve.",
+        "",
+        curves.section(run, base / "plots", base),
         "## Targets",
         "",
         checks_markdown(run),

@@ -99,7 +99,7 @@ def params_for(
     params = dict(workload.quick if quick else workload.full)
     if reps is not None:
         params["reps"] = reps
-    if workload.name.startswith("leases"):
+    if workload.name.startswith(("leases", "sweep_leases")):
         params.update(lease_timing(params))
     params.update(
         prefix=f"bench/{spec.name}/",
@@ -159,7 +159,7 @@ def _records(out: str) -> list[dict[str, Any]]:
 def _timeout(workload: Workload, quick: bool) -> float:
     if quick:
         return 60.0
-    return 600.0 if workload.name == "lock_contended" else 300.0
+    return 600.0 if workload.name == "lock_contended" or workload.sweep else 300.0
 
 
 class Cleaner:
@@ -215,7 +215,11 @@ class Round:
         self.outcome = run.outcomes.setdefault(prepared.spec.name, {})[workload.name] = Outcome(
             params={k: v for k, v in self.params.items() if k not in ("writer_cmd", "writer_cwd")}
         )
-        self.rounds = self.params["reps"] if workload.interleave else 1
+        self.sizes = workload.sizes(self.params, prepared.spec.name) if workload.sweep else []
+        if workload.sweep:
+            self.rounds = len(self.sizes)  # one process per size
+        else:
+            self.rounds = self.params["reps"] if workload.interleave else 1
         self.seconds = 0.0
 
     @property
@@ -224,12 +228,14 @@ class Round:
 
     def play(self, index: int, cleaner: Cleaner) -> None:
         """Run round ``index`` in a fresh driver process; record what it reported."""
-        if self.finished:
+        if self.finished or index >= self.rounds:
             return
         spec, workload, outcome = self.prepared.spec, self.workload, self.outcome
         params = dict(self.params)
         if workload.interleave:
             params.update(reps=1, rep=index)
+        if workload.sweep:
+            params[workload.sweep] = self.sizes[index]
         log = WORK / "logs" / f"{spec.name}-{workload.name}-{index}.log"
         log.parent.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
@@ -249,12 +255,15 @@ class Round:
                 outcome.skipped = record["reason"]
             elif record["type"] == "result":
                 outcome.reps.append(dict(record["metrics"]))
+                if workload.sweep:
+                    outcome.reps[-1]["size"] = self.sizes[index]
         if workload.count_leases and outcome.reps and error is None:
             outcome.reps[-1]["leases_left"] = cleaner.lease_count()
         outcome.error = error
         # Keys stay between rounds (the range workload reuses its preload); leases
         # never do: every round starts with none but its own.
-        cleaner.reset(self.params["prefix"], keys=index == self.rounds - 1 or self.finished)
+        last = index == self.rounds - 1 or self.finished or bool(workload.sweep)
+        cleaner.reset(self.params["prefix"], keys=last)
 
     def report(self) -> None:
         outcome = self.outcome
@@ -278,9 +287,7 @@ def run_workload(
     """Every client's repetitions of one workload (interleaved, unless the workload
     runs all of its repetitions in one process)."""
     rounds = [
-        Round(item, server, workload, run, reps)
-        for item in prepared
-        if item.spec.runs(workload)
+        Round(item, server, workload, run, reps) for item in prepared if item.spec.runs(workload)
     ]
     for r in rounds:
         cleaner.reset(r.params["prefix"])

@@ -9,6 +9,7 @@ the figures depend on the machine.
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import subprocess
@@ -67,6 +68,8 @@ def test_quick_bench_reports_every_workload(tmp_path: Path) -> None:
     assert document.startswith("# etcdsync benchmark results")
 
     for workload in WORKLOADS:
+        if workload.sweep:
+            continue  # cost curves: checked below
         assert workload.name in rows, f"no row for {workload.name}:\n{done.stdout}"
         for index, metric in enumerate(workload.metrics):
             row = rows[workload.name][metric.label]
@@ -95,3 +98,27 @@ def test_quick_bench_reports_every_workload(tmp_path: Path) -> None:
         cells = [c for c in floor_rows[name] if c != "n/a"]
         assert cells, (name, floor_rows)
         assert all(float(c.rstrip("\u00d7")) > 0 for c in cells), (name, floor_rows[name])
+
+    # The cost curves: a table per sweep with a figure per size for each flavour, the
+    # growth stated, and a plot when matplotlib (the bench extra) is installed.
+    curves = document.split("## Cost curves")[1].split("## Targets")[0]
+    for workload in WORKLOADS:
+        if not workload.sweep:
+            continue
+        part = curves.split(f"### {workload.name}:")[1].split("### ")[0]
+        assert "Growth" in part, part
+        table = [line for line in part.splitlines() if line.startswith("|")]
+        header = [c.strip() for c in table[0].strip("|").split("|")]
+        assert header[:2] == ["metric", "size"], table[0]
+        for client in FLAVOURS:
+            assert client in header, (workload.name, header)
+        rows = [line for line in table[2:]]  # after the header and its rule
+        assert len(rows) == len(workload.metrics) * len(workload.quick["sizes"]), part
+        for row in rows:
+            cells = [c.strip() for c in row.strip("|").split("|")]
+            for client in FLAVOURS:
+                value = cells[header.index(client)]
+                assert value != "\u2014", (workload.name, client, row)
+                assert float(value.replace(",", "")) >= 0, (workload.name, client, row)
+        if importlib.util.find_spec("matplotlib") is not None:
+            assert (tmp_path / "plots" / f"{workload.name}.png").stat().st_size > 1000

@@ -7,6 +7,8 @@ handful of operations into each library's natural calls.  Standard library only.
 from __future__ import annotations
 
 import asyncio
+import statistics
+import threading
 import time
 import traceback
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
@@ -46,6 +48,10 @@ class AsyncAdapter(Protocol):
     ) -> Callable[[], Awaitable[None]]: ...
     async def campaign_cycle(self, name: str, ttl: int) -> None: ...
     async def config_subscribe(self, prefix: bytes, subscribers: int) -> Counter: ...
+    async def watch_many(self, key: bytes, n: int, on_event: Callable[[], None]) -> None: ...
+    async def group_sweep(
+        self, name: str, n: int, ttl: int, timeout: float
+    ) -> dict[str, float]: ...
 
 
 class Counter:
@@ -421,17 +427,87 @@ async def recipe_rpcs(
     c.result("recipe_rpcs", p.get("rep", 0), **metrics)
 
 
+# --- cost curves (one size per process; see config.SWEEPS) ---------------------------
+
+
+def _threads() -> int:
+    return threading.active_count()
+
+
+async def sweep_watchers(a: AsyncAdapter, p: dict[str, Any]) -> None:
+    n, key = p["n"], p["prefix"] + b"sweep/watched"
+    await a.put(key, b"0")  # connected, and the key exists
+    # A first watcher elsewhere: the client's watch stream (and its reader) exist, so
+    # the figures are what the n watchers themselves add.
+    first = await a.watch_key(key + b"/first")
+    threads0, rss0 = _threads(), c.rss_mb()
+    counter = Counter()
+    start = time.perf_counter()
+    await a.watch_many(key, n, counter)
+    create = time.perf_counter() - start
+    rss1, threads1 = c.rss_mb(), _threads()
+    put_at = time.perf_counter()
+    await a.put(key, b"1")
+    if not await counter.wait_for(n, p["timeout"]):
+        raise RuntimeError(f"{counter.count} of {n} watchers saw the put")
+    deliver = time.perf_counter() - put_at
+    c.result(
+        "sweep_watchers",
+        p["rep"],
+        create_s=create,
+        rss_mb=rss1 - rss0,
+        deliver_ms=deliver * 1e3,
+        threads=threads1 - threads0,
+    )
+    del first
+
+
+async def sweep_lock(p: dict[str, Any], endpoint: str) -> None:
+    procs = p["procs"]
+    cycles = max(2, p["cycles_total"] // procs)
+    name = f"{p['prefix'].decode()}lock/sweep/{procs}"
+    params = dict(p, prefix=p["prefix"].decode())
+    metrics = await asyncio.to_thread(c.run_contenders, endpoint, params, name, procs, cycles)
+    c.result("sweep_lock", p["rep"], **metrics)
+
+
+async def sweep_config(a: AsyncAdapter, p: dict[str, Any]) -> None:
+    n, prefix = p["n"], p["prefix"] + b"sweep/config/"
+    await a.put(prefix + b"k", b'"start"')
+    threads0 = _threads()
+    counter = await a.config_subscribe(prefix, n)
+    threads = _threads() - threads0
+    fanout = []
+    for i in range(p["updates"]):
+        total = counter.count + n
+        start = time.perf_counter()
+        await a.put(prefix + b"k", b'"%d"' % i)
+        if not await counter.wait_for(total, p["timeout"]):
+            raise RuntimeError(f"{total - counter.count} subscribers missed an update")
+        fanout.append(time.perf_counter() - start)
+    c.result("sweep_config", p["rep"], fanout_ms=statistics.median(fanout) * 1e3, threads=threads)
+
+
+async def sweep_group(a: AsyncAdapter, p: dict[str, Any]) -> None:
+    name = p["prefix"].decode() + "sweep/group"
+    metrics = await a.group_sweep(name, p["n"], p["ttl"], p["timeout"])
+    c.result("sweep_group", p["rep"], **metrics)
+
+
 async def contender(a: AsyncAdapter, p: dict[str, Any]) -> None:
     await a.get(b"warmup")
     await asyncio.to_thread(c.contender_ready)
-    intervals: list[tuple[float, float]] = []
+    intervals: list[tuple[float, float, float]] = []
     failures = 0
+
+    requested = [0.0]
 
     def body() -> None:
         acquired = time.time()
-        intervals.append((acquired, time.time()))
+        intervals.append((acquired, time.time(), requested[0]))
 
     for _ in range(p["cycles"]):
+        requested[0] = time.time()
         try:
             if not await a.lock_cycle(p["lock_name"], p["ttl"], p["timeout"], body):
                 failures += 1
@@ -494,6 +570,18 @@ async def run(
             await leases(a, p, workload)
         elif workload == "lock_uncontended":
             await lock_uncontended(a, p)
+        elif workload == "sweep_watchers":
+            await sweep_watchers(a, p)
+        elif workload == "sweep_leases":
+            await leases(a, p, workload)
+        elif workload == "sweep_lock":
+            probe = p["prefix"].decode() + "lock/probe"
+            await a.lock_cycle(probe, p["ttl"], p["timeout"], _noop)
+            await sweep_lock(p, endpoint)
+        elif workload == "sweep_config":
+            await sweep_config(a, p)
+        elif workload == "sweep_group":
+            await sweep_group(a, p)
         elif workload == "recipe_rpcs":
             await recipe_rpcs(a, p, make_other)
         elif workload == "lock_contended":

@@ -289,10 +289,17 @@ def contention_metrics(go: float, reports: list[dict[str, Any]], wanted: int) ->
     holder changes: an unfair lock lets the releasing process take it back.
     """
     held = sorted(
-        (acquired, released, report["pid"])
+        (interval[0], interval[1], report["pid"])
         for report in reports
-        for acquired, released in report["intervals"]
+        for interval in report["intervals"]
     )
+    # From asking for the lock to holding it (contenders that report when they asked).
+    waits = [
+        interval[0] - interval[2]
+        for report in reports
+        for interval in report["intervals"]
+        if len(interval) > 2
+    ]
     pairs = list(itertools.pairwise(held))
     overlaps = sum(1 for cur, nxt in pairs if nxt[0] < cur[1])
     handoffs = [nxt[0] - cur[1] for cur, nxt in pairs if nxt[2] != cur[2]]
@@ -306,6 +313,20 @@ def contention_metrics(go: float, reports: list[dict[str, Any]], wanted: int) ->
         "overlaps": overlaps,
         # Cycles whose acquire timed out or failed.
         "failures": wanted - len(held),
+        **wait_metrics(waits),
+    }
+
+
+def wait_metrics(waits: list[float]) -> dict[str, float]:
+    """The longest wait for the lock, and how far it is from the mean (fairness: a
+    FIFO lock keeps it near the queue length, an unfair one lets a waiter starve)."""
+    if not waits:
+        return {}
+    mean = sum(waits) / len(waits)
+    return {
+        "worst_wait_ms": max(waits) * 1e3,
+        "mean_wait_ms": mean * 1e3,
+        "fairness": max(waits) / mean if mean > 0 else 1.0,
     }
 
 
@@ -318,6 +339,6 @@ def contender_ready() -> None:
         raise SystemExit("no GO from the parent")
 
 
-def contender_report(intervals: list[tuple[float, float]], failures: int) -> None:
+def contender_report(intervals: list[tuple[float, float, float]], failures: int) -> None:
     report = {"intervals": intervals, "failures": failures, "pid": os.getpid()}
     print(MARK + json.dumps(report), flush=True)

@@ -108,3 +108,14 @@ class Etcd3Adapter:
 
     def config_subscribe(self, prefix: bytes, subscribers: int) -> h.Counter:
         raise c.Unsupported("no config recipe")
+
+    def watch_many(self, key: bytes, n: int, on_event: Callable[[], None]) -> None:
+        def callback(response: Any) -> None:
+            if getattr(response, "events", None):
+                on_event()
+
+        for _ in range(n):
+            self.client.add_watch_callback(key, callback)
+
+    def group_sweep(self, name: str, n: int, ttl: int, timeout: float) -> dict[str, float]:
+        raise c.Unsupported("no group recipe")

@@ -7,6 +7,7 @@ every client runs literally the same loop.  Standard library only.
 
 from __future__ import annotations
 
+import statistics
 import threading
 import time
 import traceback
@@ -43,6 +44,8 @@ class SyncAdapter(Protocol):
     def lock_hold(self, name: str, ttl: int, timeout: float) -> Callable[[], None]: ...
     def campaign_cycle(self, name: str, ttl: int) -> None: ...
     def config_subscribe(self, prefix: bytes, subscribers: int) -> Counter: ...
+    def watch_many(self, key: bytes, n: int, on_event: Callable[[], None]) -> None: ...
+    def group_sweep(self, name: str, n: int, ttl: int, timeout: float) -> dict[str, float]: ...
 
 
 class Counter:
@@ -421,17 +424,87 @@ def recipe_rpcs(a: SyncAdapter, p: dict[str, Any], make_other: Callable[[], Sync
     c.result("recipe_rpcs", p.get("rep", 0), **metrics)
 
 
+# --- cost curves (one size per process; see config.SWEEPS) ---------------------------
+
+
+def sweep_watchers(a: SyncAdapter, p: dict[str, Any]) -> None:
+    n, key = p["n"], p["prefix"] + b"sweep/watched"
+    a.put(key, b"0")  # connected, and the key exists
+    # A first watcher elsewhere: the client's watch stream (and its reader) exist, so
+    # the figures are what the n watchers themselves add.
+    first = a.watch_key(key + b"/first")
+    threads0, rss0 = threading.active_count(), c.rss_mb()
+    counter = Counter()
+    start = time.perf_counter()
+    a.watch_many(key, n, counter)
+    create = time.perf_counter() - start
+    rss1, threads1 = c.rss_mb(), threading.active_count()
+    put_at = time.perf_counter()
+    a.put(key, b"1")
+    if not counter.wait_for(n, p["timeout"]):
+        raise RuntimeError(f"{counter.count} of {n} watchers saw the put")
+    deliver = time.perf_counter() - put_at
+    c.result(
+        "sweep_watchers",
+        p["rep"],
+        create_s=create,
+        rss_mb=rss1 - rss0,
+        deliver_ms=deliver * 1e3,
+        threads=threads1 - threads0,
+    )
+    del first
+
+
+def sweep_lock(p: dict[str, Any], endpoint: str) -> None:
+    procs = p["procs"]
+    cycles = max(2, p["cycles_total"] // procs)
+    name = f"{p['prefix'].decode()}lock/sweep/{procs}"
+    params = dict(p, prefix=p["prefix"].decode())
+    c.result("sweep_lock", p["rep"], **c.run_contenders(endpoint, params, name, procs, cycles))
+
+
+def sweep_config(a: SyncAdapter, p: dict[str, Any]) -> None:
+    n, prefix = p["n"], p["prefix"] + b"sweep/config/"
+    a.put(prefix + b"k", b'"start"')
+    threads0 = threading.active_count()
+    counter = a.config_subscribe(prefix, n)
+    threads = threading.active_count() - threads0
+    fanout = []
+    for i in range(p["updates"]):
+        total = counter.count + n
+        start = time.perf_counter()
+        a.put(prefix + b"k", b'"%d"' % i)
+        if not counter.wait_for(total, p["timeout"]):
+            raise RuntimeError(f"{total - counter.count} subscribers missed an update")
+        fanout.append(time.perf_counter() - start)
+    c.result(
+        "sweep_config",
+        p["rep"],
+        fanout_ms=statistics.median(fanout) * 1e3,
+        threads=threads,
+    )
+
+
+def sweep_group(a: SyncAdapter, p: dict[str, Any]) -> None:
+    name = p["prefix"].decode() + "sweep/group"
+    metrics = a.group_sweep(name, p["n"], p["ttl"], p["timeout"])
+    c.result("sweep_group", p["rep"], **metrics)
+
+
 def contender(a: SyncAdapter, p: dict[str, Any]) -> None:
     a.get(b"warmup")
     c.contender_ready()
-    intervals: list[tuple[float, float]] = []
+    intervals: list[tuple[float, float, float]] = []
     failures = 0
+
+    requested = [0.0]
 
     def body() -> None:
         acquired = time.time()
-        intervals.append((acquired, time.time()))
+        intervals.append((acquired, time.time(), requested[0]))
 
     for _ in range(p["cycles"]):
+        requested[0] = time.time()
         try:
             if not a.lock_cycle(p["lock_name"], p["ttl"], p["timeout"], body):
                 failures += 1
@@ -484,6 +557,17 @@ def run(
             leases(a, p, workload)
         elif workload == "lock_uncontended":
             lock_uncontended(a, p)
+        elif workload == "sweep_watchers":
+            sweep_watchers(a, p)
+        elif workload == "sweep_leases":
+            leases(a, p, workload)
+        elif workload == "sweep_lock":
+            a.lock_cycle(p["prefix"].decode() + "lock/probe", p["ttl"], p["timeout"], _noop)
+            sweep_lock(p, endpoint)
+        elif workload == "sweep_config":
+            sweep_config(a, p)
+        elif workload == "sweep_group":
+            sweep_group(a, p)
         elif workload == "recipe_rpcs":
             recipe_rpcs(a, p, lambda: make_adapter(endpoint))
         elif workload == "lock_contended":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.metadata
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
@@ -14,6 +15,7 @@ import aetcd
 class Adapter:
     def __init__(self, endpoint: str) -> None:
         self.host, self.port = c.host_port(endpoint)
+        self._tasks: list[asyncio.Task[None]] = []
 
     async def connect(self) -> None:
         self.client = aetcd.Client(host=self.host, port=self.port, timeout=30)
@@ -99,6 +101,20 @@ class Adapter:
 
     async def config_subscribe(self, prefix: bytes, subscribers: int) -> h.Counter:
         raise c.Unsupported("no config recipe")
+
+    async def watch_many(self, key: bytes, n: int, on_event: Callable[[], None]) -> None:
+        # What an aetcd user writes: a watch, and a task reading it, per watcher.
+        async def first_event(watch: Any) -> None:
+            async for _ in watch:
+                on_event()
+                return
+
+        for _ in range(n):
+            watch = await self.client.watch(key)
+            self._tasks.append(asyncio.create_task(first_event(watch)))
+
+    async def group_sweep(self, name: str, n: int, ttl: int, timeout: float) -> dict[str, float]:
+        raise c.Unsupported("no group recipe")
 
 
 if __name__ == "__main__":

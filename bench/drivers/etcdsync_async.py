@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.metadata
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from typing import Any
 
@@ -10,6 +11,7 @@ import _async_harness as h
 from _common import Unsupported
 
 from etcdsync import AsyncClient, Compare, Lease, LeaseKeepAliveResult, Op, errors
+from etcdsync.watch_types import WatchResponse
 
 
 class _Counter:
@@ -123,6 +125,47 @@ class Adapter:
             config.subscribe(counter)
         self._configs.append(config)
         return counter
+
+    async def watch_many(self, key: bytes, n: int, on_event: Callable[[], None]) -> None:
+        def callback(item: WatchResponse | errors.EtcdError) -> None:
+            if isinstance(item, WatchResponse) and item.events:
+                on_event()
+
+        for _ in range(n):
+            await self.client.add_watch_callback(key, callback)
+
+    async def group_sweep(self, name: str, n: int, ttl: int, timeout: float) -> dict[str, float]:
+        groups = [self.client.group(name, ttl=ttl) for _ in range(n)]
+        start = time.perf_counter()
+        for i, group in enumerate(groups):
+            await group.join(b"member", member_id=f"m{i:06d}", timeout=timeout)
+        join = time.perf_counter() - start
+        start = time.perf_counter()
+        members = await groups[0].members(timeout=timeout)
+        listed = time.perf_counter() - start
+        if len(members) != n:
+            raise RuntimeError(f"members() listed {len(members)} of {n}")
+        start = time.perf_counter()
+        watch = await groups[0].watch().start(timeout=timeout)
+        for _ in range(n):
+            await watch.get(timeout)
+        watched = time.perf_counter() - start
+        extra = self.client.group(name, ttl=ttl)
+        start = time.perf_counter()
+        await extra.join(b"member", member_id="extra", timeout=timeout)
+        event = await watch.get(timeout)
+        notified = time.perf_counter() - start
+        if event.member.id != "extra":
+            raise RuntimeError(f"expected the extra member's join, got {event}")
+        await watch.cancel()
+        for group in (*groups, extra):
+            await group.leave(timeout=timeout)
+        return {
+            "join_s": join,
+            "members_ms": listed * 1e3,
+            "watch_all_ms": watched * 1e3,
+            "notify_ms": notified * 1e3,
+        }
 
 
 if __name__ == "__main__":

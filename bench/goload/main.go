@@ -562,6 +562,46 @@ func rpcDelta(before, after map[string]float64) (unary, watch float64) {
 	return unary, watch
 }
 
+// sweepWatchers creates n watchers of one key (a goroutine each, as Go users do),
+// then times one put reaching all of them.
+func sweepWatchers(cli *clientv3.Client, p params) {
+	n, key := p.int("n"), p.str("prefix")+"sweep/watched"
+	_, err := cli.Put(context.Background(), key, "0")
+	check(err)
+	// A first watcher elsewhere: the watch stream exists before measuring.
+	<-cli.Watch(context.Background(), key+"/first", clientv3.WithCreatedNotify())
+	rss0 := rssMB()
+	threads0 := runtime.NumGoroutine()
+	var wg sync.WaitGroup
+	start := time.Now()
+	for i := 0; i < n; i++ {
+		ch := cli.Watch(context.Background(), key, clientv3.WithCreatedNotify())
+		<-ch // confirmed by the server, as the Python clients wait
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for resp := range ch {
+				if len(resp.Events) > 0 {
+					return
+				}
+			}
+		}()
+	}
+	create := time.Since(start).Seconds()
+	rss1 := rssMB()
+	goroutines := runtime.NumGoroutine() - threads0
+	putAt := time.Now()
+	_, err = cli.Put(context.Background(), key, "1")
+	check(err)
+	wg.Wait()
+	result("sweep_watchers", p.int("rep"), map[string]float64{
+		"create_s":   create,
+		"rss_mb":     rss1 - rss0,
+		"deliver_ms": time.Since(putAt).Seconds() * 1e3,
+		"threads":    float64(goroutines), // goroutines: Go has no thread per watcher either way
+	})
+}
+
 func recipeRPCs(cli *clientv3.Client, p params, endpoint string) {
 	url, base := p.str("metrics_url"), p.str("prefix")+"rpc/"
 	sess, err := concurrency.NewSession(cli, concurrency.WithTTL(p.int("ttl")))
@@ -614,7 +654,7 @@ func recipeRPCs(cli *clientv3.Client, p params, endpoint string) {
 }
 
 type contenderReport struct {
-	Intervals [][2]float64 `json:"intervals"`
+	Intervals [][3]float64 `json:"intervals"` // acquired, released, requested
 	Failures  int          `json:"failures"`
 	Pid       int          `json:"pid"`
 }
@@ -627,11 +667,12 @@ func contender(cli *clientv3.Client, p params) {
 	if strings.TrimSpace(line) != "GO" {
 		fail(fmt.Errorf("no GO from the parent"))
 	}
-	report := contenderReport{Intervals: [][2]float64{}, Pid: os.Getpid()}
+	report := contenderReport{Intervals: [][3]float64{}, Pid: os.Getpid()}
 	for i := 0; i < p.int("cycles"); i++ {
+		requested := now()
 		ok := lockCycle(sess, p.str("lock_name"), p.num("timeout"), func() {
 			acquired := now()
-			report.Intervals = append(report.Intervals, [2]float64{acquired, now()})
+			report.Intervals = append(report.Intervals, [3]float64{acquired, now(), requested})
 		})
 		if !ok {
 			report.Failures++
@@ -644,15 +685,34 @@ func contender(cli *clientv3.Client, p params) {
 }
 
 func lockContended(p params, endpoint string) {
+	for rep := 0; rep < p.int("reps"); rep++ {
+		name := fmt.Sprintf("%slock/contended/%d", p.str("prefix"), rep)
+		result("lock_contended", rep, runContenders(p, endpoint, name, p.int("procs"), p.int("cycles")))
+	}
+}
+
+func sweepLock(p params, endpoint string) {
+	procs := p.int("procs")
+	cycles := p.int("cycles_total") / procs
+	if cycles < 2 {
+		cycles = 2
+	}
+	name := fmt.Sprintf("%slock/sweep/%d", p.str("prefix"), procs)
+	result("sweep_lock", p.int("rep"), runContenders(p, endpoint, name, procs, cycles))
+}
+
+// runContenders starts procs contender processes of this binary on lock name,
+// releases them together and merges their reports.
+func runContenders(p params, endpoint, name string, procs, cycles int) map[string]float64 {
 	self, err := os.Executable()
 	check(err)
-	procs, cycles := p.int("procs"), p.int("cycles")
-	for rep := 0; rep < p.int("reps"); rep++ {
+	{
 		child := params{}
 		for k, v := range p {
 			child[k] = v
 		}
-		child["lock_name"] = fmt.Sprintf("%slock/contended/%d", p.str("prefix"), rep)
+		child["lock_name"] = name
+		child["cycles"] = float64(cycles)
 		raw, err := json.Marshal(child)
 		check(err)
 		type proc struct {
@@ -700,7 +760,7 @@ func lockContended(p params, endpoint string) {
 			}
 			check(c.cmd.Wait())
 		}
-		result("lock_contended", rep, contentionMetrics(goTime, reports, procs*cycles))
+		return contentionMetrics(goTime, reports, procs*cycles)
 	}
 }
 
@@ -737,7 +797,30 @@ func contentionMetrics(goTime float64, reports []contenderReport, wanted int) ma
 			handoffs = append(handoffs, gap)
 		}
 	}
+	var waits []float64
+	for _, r := range reports {
+		for _, iv := range r.Intervals {
+			waits = append(waits, iv[0]-iv[2])
+		}
+	}
+	worst, sum := 0.0, 0.0
+	for _, w := range waits {
+		sum += w
+		if w > worst {
+			worst = w
+		}
+	}
+	mean, fairness := 0.0, 1.0
+	if len(waits) > 0 {
+		mean = sum / float64(len(waits))
+		if mean > 0 {
+			fairness = worst / mean
+		}
+	}
 	return map[string]float64{
+		"worst_wait_ms":  worst * 1e3,
+		"mean_wait_ms":   mean * 1e3,
+		"fairness":       fairness,
 		"wall_s":         end - goTime,
 		"cycles":         float64(len(all)),
 		"switches":       float64(switches),
@@ -804,6 +887,12 @@ func main() {
 		lockUncontended(cli, p)
 	case *workload == "lock_contended":
 		lockContended(p, *endpoint)
+	case *workload == "sweep_watchers":
+		sweepWatchers(cli, p)
+	case *workload == "sweep_leases":
+		leases(cli, p, *workload)
+	case *workload == "sweep_lock":
+		sweepLock(p, *endpoint)
 	case *workload == "recipe_rpcs":
 		recipeRPCs(cli, p, *endpoint)
 	default:
