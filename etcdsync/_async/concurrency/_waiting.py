@@ -27,6 +27,8 @@ from typing import TYPE_CHECKING, TypeVar
 from ... import errors
 from ..._backends._async import StateLock, spawn, wait_event
 from ..._deadline import Deadline
+from ...models import GetResponse
+from ...ops import Op
 from ...watch_types import EventType
 from .recipe_client import AsyncRecipeClient
 
@@ -214,6 +216,12 @@ class _SessionWatch:
 _Predecessors = tuple[list[bytes], int]
 
 
+class OwnKeyGone(Exception):
+    """Raised by :func:`wait_for_deletes` given ``own_key``: the read that found no
+    predecessor left found the waiter's own key gone too (or replaced).  The caller
+    decides what that means (its session ended, its key was deleted)."""
+
+
 async def wait_for_deletes(
     client: AsyncRecipeClient,
     prefix: str | bytes,
@@ -224,6 +232,7 @@ async def wait_for_deletes(
     allowed: int = 0,
     abort: AsyncWaitAbort | None = None,
     leased_only: bool = False,
+    own_key: str | bytes | None = None,
 ) -> int:
     """Wait until at most ``allowed`` keys under ``prefix`` have a create revision
     ``<= max_create_revision``; return the revision at which that held.
@@ -254,6 +263,13 @@ async def wait_for_deletes(
     With ``leased_only`` every predecessor must be a lease-bound key (the
     prefix belongs to the recipe): one without a lease would never go, so
     :func:`foreign_key_error` is raised as soon as one is read.
+
+    ``own_key`` (with ``allowed=0``): the waiter's own key, created at
+    ``max_create_revision + 1``.  Every read of the predecessors then reads it too,
+    in the same txn, and the read that finds no predecessor left also proves the
+    key still there - at that very revision, with no request of its own (a
+    handover costs the waiter one read).  :class:`OwnKeyGone` is raised when it is
+    not.
     """
     if not isinstance(allowed, int) or isinstance(allowed, bool) or allowed < 0:
         raise errors.InvalidRequest(f"allowed must be an int >= 0, got {allowed!r}")
@@ -265,20 +281,38 @@ async def wait_for_deletes(
         raise errors.InvalidRequest(
             f"max_create_revision must be an int >= 0, got {max_create_revision!r}"
         )
+    if own_key is not None and (allowed != 0 or max_create_revision < 1):
+        raise errors.InvalidRequest("own_key needs allowed=0 and max_create_revision >= 1")
     deadline = Deadline(timeout)
     guard = _SessionWatch(session, abort, deadline)
+    own_present = [False]  # whether the last read found own_key at its revision
+
+    older = {
+        "prefix": True,
+        "max_create_revision": max_create_revision,
+        "sort_order": "descend",
+        "sort_target": "create",
+        "limit": 1 if allowed == 0 else 0,
+        "keys_only": True,
+    }
 
     async def read(request_timeout: float | None) -> _Predecessors:
-        response = await client.get(
-            prefix,
-            prefix=True,
-            max_create_revision=max_create_revision,
-            sort_order="descend",
-            sort_target="create",
-            limit=1 if allowed == 0 else 0,
-            keys_only=True,
-            timeout=request_timeout,
-        )
+        if own_key is None:
+            response = await client.get(prefix, **older, timeout=request_timeout)  # type: ignore[arg-type]
+        else:
+            # One txn: the predecessors, and our own key at the same revision.
+            both = await client.txn(
+                (),
+                (Op.get(prefix, **older), Op.get(own_key, keys_only=True)),  # type: ignore[arg-type]
+                (),
+                timeout=request_timeout,
+            )
+            found, mine = both.responses
+            assert isinstance(found, GetResponse) and isinstance(mine, GetResponse)
+            own_present[0] = bool(mine.kvs) and (
+                mine.kvs[0].create_revision == max_create_revision + 1
+            )
+            response = found
         if leased_only:
             for kv in response.kvs:
                 if not kv.lease:
@@ -296,6 +330,8 @@ async def wait_for_deletes(
                 return 0  # nothing can be older than revision 1
             keys, revision = await predecessors()
             if len(keys) <= allowed:
+                if own_key is not None and not own_present[0]:
+                    raise OwnKeyGone(own_key)
                 return revision
             if max_create_revision > revision:
                 raise errors.InvalidRequest(

@@ -25,7 +25,13 @@ from ...models import GetResponse, KeyValue, TxnResponse
 from ...ops import Compare, Op
 from ...watch_types import EventType
 from ._cleanup import cleanup_now, delete_in_background, delete_key
-from ._waiting import AsyncWaitAbort, request_while_alive, session_error, wait_for_deletes
+from ._waiting import (
+    AsyncWaitAbort,
+    OwnKeyGone,
+    request_while_alive,
+    session_error,
+    wait_for_deletes,
+)
 from .election_observer import AsyncElectionObserver
 from .holding import AsyncHeldResource
 from .leadership import AsyncLeadership, AsyncTerm, run_leadership
@@ -261,10 +267,17 @@ class AsyncElection(AsyncHeldResource[errors.LeadershipLostError]):
             # Each request is safe to repeat (create-if-absent, update-if-ours, a
             # read): a waiter repeats it while it times out, each attempt bounded, so
             # that it notices its session's end (or a resign) on a silent endpoint.
+            # The create also reads the oldest candidate: when that is the key just
+            # created, the campaign is won in this one request.
+            oldest = Op.get(
+                self.prefix, prefix=True, sort_order="ascend", sort_target="create", limit=1,
+                keys_only=True,
+            )  # fmt: skip
+
             async def create(timeout: float | None) -> TxnResponse:
                 return await self._client.txn(
                     [Compare.create_revision(key) == 0],
-                    [Op.put(key, proposal, lease=session.lease_id)],
+                    [Op.put(key, proposal, lease=session.lease_id), oldest],
                     [Op.get(key)],
                     timeout=timeout,
                 )
@@ -275,8 +288,12 @@ class AsyncElection(AsyncHeldResource[errors.LeadershipLostError]):
                 raise  # the session ended while the txn was repeated: not a proof about the lease
             except errors.LeaseNotFoundError as exc:
                 raise _LeaseGone(session.lease_gone(exc)) from None
+            first: list[KeyValue] = []
             if response.succeeded:
                 rev = response.revision
+                found_oldest = response.responses[1]
+                assert isinstance(found_oldest, GetResponse)
+                first = found_oldest.kvs
             else:
                 # Our session already has a key here (an earlier candidacy that was
                 # not withdrawn): keep its place in the queue, update its value.
@@ -298,25 +315,27 @@ class AsyncElection(AsyncHeldResource[errors.LeadershipLostError]):
             with self._state_lock:
                 if term == self._term:
                     self._key, self._rev = key, rev
-            await wait_for_deletes(
-                self._client,
-                self.prefix,
-                rev - 1,
-                session=session,
-                timeout=deadline.remaining(),
-                abort=abort,
-                leased_only=True,
-            )
-            # Every older candidate is gone; make sure we still are not (an expired
-            # lease deletes our key too, and then nobody older remains either).
-
-            async def read(timeout: float | None) -> GetResponse:
-                return await self._client.get(key, timeout=timeout)
-
-            check = await request_while_alive(session, deadline, read, abort)
-            if check.kv is None or check.kv.create_revision != rev:
-                raise await self._vanished(session, key, deadline, abort)
-            await self._install(session, term, key, rev, check.revision, deadline, abort)
+            if first and first[0].key == key and first[0].create_revision == rev:
+                # Our new key is the oldest: elected at the create's revision.
+                seen = response.revision
+            else:
+                # Wait for every older candidate to go; the read that finds none left
+                # also makes sure our key did not go with them (an expired lease deletes
+                # it too, and then nobody older remains either).
+                try:
+                    seen = await wait_for_deletes(
+                        self._client,
+                        self.prefix,
+                        rev - 1,
+                        session=session,
+                        timeout=deadline.remaining(),
+                        abort=abort,
+                        leased_only=True,
+                        own_key=key,
+                    )
+                except OwnKeyGone:
+                    raise await self._vanished(session, key, deadline, abort) from None
+            await self._install(session, term, key, rev, seen, deadline, abort)
         except BaseException as exc:
             await self._abandon(session, term, key, rev, deadline, exc)
             raise
@@ -490,6 +509,9 @@ class AsyncElection(AsyncHeldResource[errors.LeadershipLostError]):
 
     async def _key_gone(self, session: AsyncSession, hold: int) -> None:
         """The leader key vanished: tell whether its lease went with it."""
+        with self._state_lock:
+            if not self._holding or hold != self._hold:
+                return  # the term ended first (resign deletes the key after): no loss
         if session.is_done:
             self._mark_lost(hold, self._loss("session ended", session.error))
             return

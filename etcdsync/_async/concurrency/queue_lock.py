@@ -21,14 +21,20 @@ from __future__ import annotations
 
 import secrets
 from types import TracebackType
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 from ... import errors
 from ..._deadline import Deadline
 from ...models import GetResponse, KeyValue, TxnResponse
 from ...ops import Compare, Op
 from ._cleanup import cleanup_now, delete_in_background, delete_key
-from ._waiting import foreign_key_error, request_while_alive, session_error, wait_for_deletes
+from ._waiting import (
+    OwnKeyGone,
+    foreign_key_error,
+    request_while_alive,
+    session_error,
+    wait_for_deletes,
+)
 from .holding import AsyncHeldResource, LostCallback
 from .recipe_client import AsyncRecipeClient
 from .session import DEFAULT_SESSION_TTL, AsyncSession
@@ -291,16 +297,23 @@ class AsyncQueueLock(AsyncHeldResource[errors.EtcdError]):
                     queued, key, mine, claimed = key, None, claimed, None
                     await self._delete_key(session, queued, token, mine, deadline.cleanup_timeout())
                     return False
-                await wait_for_deletes(
-                    self._client,
-                    self._wait_prefix(),
-                    token - 1,
-                    session=session,
-                    timeout=deadline.remaining(),
-                    allowed=self._allowed,
-                    leased_only=True,
-                )
-                await self._check_queued(session, key, token, deadline)
+                # With one holder at a time, the read that finds the way clear reads
+                # our key too (one request per handover); with more, check it after.
+                try:
+                    await wait_for_deletes(
+                        self._client,
+                        self._wait_prefix(),
+                        token - 1,
+                        session=session,
+                        timeout=deadline.remaining(),
+                        allowed=self._allowed,
+                        leased_only=True,
+                        own_key=key if self._allowed == 0 else None,
+                    )
+                except OwnKeyGone:
+                    await self._queued_key_gone(session, key, deadline)
+                if self._allowed:
+                    await self._check_queued(session, key, token, deadline)
             self._take(session, key, token, claimed)
             return True
         except BaseException as exc:
@@ -376,15 +389,21 @@ class AsyncQueueLock(AsyncHeldResource[errors.EtcdError]):
 
         kv = (await request_while_alive(session, deadline, read)).kv
         if kv is None or kv.create_revision != token:
-            if session.is_done:
-                raise session_error(session)
-            try:
-                await self._client.time_to_live(session.lease_id, timeout=deadline.rpc_timeout())
-            except errors.LeaseNotFoundError as exc:
-                raise session.lease_gone(exc) from None
-            raise errors.LockLostError(
-                f"the queued key {key!r} vanished while waiting (deleted, or its lease expired)"
-            )
+            await self._queued_key_gone(session, key, deadline)
+
+    async def _queued_key_gone(
+        self, session: AsyncSession, key: str, deadline: Deadline
+    ) -> NoReturn:
+        """Our queued key was found gone after the wait: raise why."""
+        if session.is_done:
+            raise session_error(session)
+        try:
+            await self._client.time_to_live(session.lease_id, timeout=deadline.rpc_timeout())
+        except errors.LeaseNotFoundError as exc:
+            raise session.lease_gone(exc) from None
+        raise errors.LockLostError(
+            f"the queued key {key!r} vanished while waiting (deleted, or its lease expired)"
+        )
 
     def _take(self, session: AsyncSession, key: str, token: int, claimed: bytes | None) -> None:
         with self._state_lock:

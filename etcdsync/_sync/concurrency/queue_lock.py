@@ -22,14 +22,20 @@ from __future__ import annotations
 
 import secrets
 from types import TracebackType
-from typing import TypeVar
+from typing import NoReturn, TypeVar
 
 from ... import errors
 from ..._deadline import Deadline
 from ...models import GetResponse, KeyValue, TxnResponse
 from ...ops import Compare, Op
 from ._cleanup import cleanup_now, delete_in_background, delete_key
-from ._waiting import foreign_key_error, request_while_alive, session_error, wait_for_deletes
+from ._waiting import (
+    OwnKeyGone,
+    foreign_key_error,
+    request_while_alive,
+    session_error,
+    wait_for_deletes,
+)
 from .holding import HeldResource, LostCallback
 from .recipe_client import RecipeClient
 from .session import DEFAULT_SESSION_TTL, Session
@@ -292,16 +298,23 @@ class QueueLock(HeldResource[errors.EtcdError]):
                     queued, key, mine, claimed = key, None, claimed, None
                     self._delete_key(session, queued, token, mine, deadline.cleanup_timeout())
                     return False
-                wait_for_deletes(
-                    self._client,
-                    self._wait_prefix(),
-                    token - 1,
-                    session=session,
-                    timeout=deadline.remaining(),
-                    allowed=self._allowed,
-                    leased_only=True,
-                )
-                self._check_queued(session, key, token, deadline)
+                # With one holder at a time, the read that finds the way clear reads
+                # our key too (one request per handover); with more, check it after.
+                try:
+                    wait_for_deletes(
+                        self._client,
+                        self._wait_prefix(),
+                        token - 1,
+                        session=session,
+                        timeout=deadline.remaining(),
+                        allowed=self._allowed,
+                        leased_only=True,
+                        own_key=key if self._allowed == 0 else None,
+                    )
+                except OwnKeyGone:
+                    self._queued_key_gone(session, key, deadline)
+                if self._allowed:
+                    self._check_queued(session, key, token, deadline)
             self._take(session, key, token, claimed)
             return True
         except BaseException as exc:
@@ -377,15 +390,21 @@ class QueueLock(HeldResource[errors.EtcdError]):
 
         kv = (request_while_alive(session, deadline, read)).kv
         if kv is None or kv.create_revision != token:
-            if session.is_done:
-                raise session_error(session)
-            try:
-                self._client.time_to_live(session.lease_id, timeout=deadline.rpc_timeout())
-            except errors.LeaseNotFoundError as exc:
-                raise session.lease_gone(exc) from None
-            raise errors.LockLostError(
-                f"the queued key {key!r} vanished while waiting (deleted, or its lease expired)"
-            )
+            self._queued_key_gone(session, key, deadline)
+
+    def _queued_key_gone(
+        self, session: Session, key: str, deadline: Deadline
+    ) -> NoReturn:
+        """Our queued key was found gone after the wait: raise why."""
+        if session.is_done:
+            raise session_error(session)
+        try:
+            self._client.time_to_live(session.lease_id, timeout=deadline.rpc_timeout())
+        except errors.LeaseNotFoundError as exc:
+            raise session.lease_gone(exc) from None
+        raise errors.LockLostError(
+            f"the queued key {key!r} vanished while waiting (deleted, or its lease expired)"
+        )
 
     def _take(self, session: Session, key: str, token: int, claimed: bytes | None) -> None:
         with self._state_lock:
