@@ -433,5 +433,5 @@ async def test_config_start_survives_compactions_between_pages(etcd_server_facto
             stop.set()
             assert await compactor.wait(5)
         assert compactor.error is None, repr(compactor.error)
-        assert len(compactions) > 20
+        assert compactions  # the compactor ran; how often depends on the machine
         assert retried > 0  # compactions did overtake reads: the retry was exercised
