@@ -13,12 +13,13 @@ from __future__ import annotations
 
 import sys
 import threading
+import uuid
 
-from etcdsync import Client, Op, errors
+from etcdsync import Client, Namespace, Op, errors
 from etcdsync.testing import endpoint_or_embedded
 
 
-def worker(etcd: Client, index: int, log: list[str]) -> None:
+def worker(etcd: Namespace, index: int, log: list[str]) -> None:
     for _ in range(3):
         # The body never runs unlocked: a timed-out acquire raises LockTimeout.
         with etcd.lock("demo/jobs/nightly", ttl=10, timeout=30) as lock:
@@ -35,7 +36,10 @@ def worker(etcd: Client, index: int, log: list[str]) -> None:
 
 
 def run(endpoint: str) -> None:
-    with Client(endpoint) as etcd:
+    with Client(endpoint) as client:
+        # A fresh namespace: every key below lives under it, and nothing else is touched.
+        namespace = f"examples/lock/{uuid.uuid4().hex[:8]}/"
+        etcd = client.namespace(namespace)
         log: list[str] = []
         threads = [threading.Thread(target=worker, args=(etcd, i, log)) for i in range(4)]
         for thread in threads:
@@ -49,7 +53,7 @@ def run(endpoint: str) -> None:
         # "Only one of us should run this": try_acquire does not wait.
         with Client(endpoint) as other_client:
             mine = etcd.lock("demo/jobs/cleanup")
-            theirs = other_client.lock("demo/jobs/cleanup")
+            theirs = other_client.namespace(namespace).lock("demo/jobs/cleanup")
             print("try   ->", mine.try_acquire(), theirs.try_acquire())  # True False
             try:
                 theirs.acquire(timeout=0.2)

@@ -1,0 +1,57 @@
+"""Running the examples against an etcd that holds other data leaves that data untouched.
+
+People point examples at a shared development cluster; an example that cleans up with a
+broad delete (``demo/``, from-key) would destroy somebody's keys.  Sentinel keys sit
+where a careless example would write or delete (under ``demo/``, ``examples/``, next
+to every run prefix, and at both ends of the keyspace); every example runs, then every
+sentinel must still hold its value at its original revision.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+
+from test_examples import EXAMPLES, SCRIPTS
+
+from etcdsync import Client
+from etcdsync.testing.plugin import EtcdServerFactory
+
+SENTINELS = [
+    "\x01first",
+    "demo/",
+    "demo/config/color",
+    "demo/jobs/nightly/last-run",
+    "demo/services/api/port",
+    "examples/",
+    "examples/namespaces",
+    "examples/quickstart/x",
+    "etcdsync-demo/keep",
+    "jobs/nightly/last-run",
+    "~last",
+    "\xff\xfflast",
+]
+
+
+def test_examples_leave_other_data_untouched(etcd_server_factory: EtcdServerFactory) -> None:
+    server = etcd_server_factory()
+    with Client(server.endpoint) as etcd:
+        written = {key: etcd.put(key, f"sentinel {key!r}").revision for key in SENTINELS}
+    failures = []
+    for script in SCRIPTS:
+        result = subprocess.run(
+            [sys.executable, str(EXAMPLES / script), server.endpoint],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
+        if result.returncode != 0:
+            failures.append(f"{script} failed:\n{result.stdout}\n{result.stderr}")
+    assert not failures, "\n".join(failures)
+    with Client(server.endpoint) as etcd:
+        for key, revision in written.items():
+            kv = etcd.get(key).kv
+            assert kv is not None, f"an example deleted {key!r}"
+            assert kv.value == f"sentinel {key!r}".encode(), f"an example overwrote {key!r}"
+            assert kv.mod_revision == revision, f"an example rewrote {key!r}"
