@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -12,6 +13,40 @@ import grpc
 from .errors import InvalidRequest
 
 DEFAULT_ENDPOINT = "127.0.0.1:2379"
+
+MAX_TIMEOUT = 1e9
+"""The longest finite timeout accepted, in seconds (about 31 years): gRPC turns a
+deadline into nanoseconds, and ``1e10`` s overflows them (measured: the call then fails
+at once with "deadline exceeded").  ``None`` or ``math.inf`` mean no deadline."""
+
+
+def check_timeout(
+    value: object, what: str = "timeout", *, allow_zero: bool = False
+) -> float | None:
+    """Validate a timeout in seconds: ``None`` or ``inf`` -> None (no deadline), a
+    number > 0 (>= 0 with ``allow_zero``) up to :data:`MAX_TIMEOUT` -> float.
+
+    Anything else - ``nan``, a negative number, ``1e10``, a string, a bool - raises
+    :class:`~etcdsync.errors.InvalidRequest` at once.
+    """
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise InvalidRequest(
+            f"{what} must be a number of seconds or None, not {type(value).__name__}"
+        )
+    seconds = float(value)
+    if seconds == math.inf:
+        return None
+    if math.isnan(seconds) or seconds < 0 or (seconds == 0 and not allow_zero):
+        bound = ">= 0" if allow_zero else "> 0"
+        raise InvalidRequest(f"{what} must be {bound} seconds (or None for none), got {value!r}")
+    if seconds > MAX_TIMEOUT:
+        raise InvalidRequest(
+            f"{what} of {value!r} s is too long (at most {MAX_TIMEOUT:g} s); "
+            "use None or math.inf for no deadline"
+        )
+    return seconds
 
 
 @dataclass(frozen=True)
@@ -84,7 +119,7 @@ def parse_endpoints(endpoints: str | Sequence[str]) -> tuple[list[str], bool]:
 
 @dataclass(frozen=True)
 class ChannelSettings:
-    """gRPC channel tuning; defaults suit etcd."""
+    """Connection tuning: gRPC channel options and endpoint upkeep; defaults suit etcd."""
 
     keepalive_time: float | None = 30.0
     """Seconds between HTTP/2 pings on an idle connection (None: no pings).
@@ -99,8 +134,24 @@ class ChannelSettings:
     """Largest response accepted (large ranges; prefer paging with ``iterate``)."""
     connect_timeout: float = 5.0
     """Seconds one connection attempt (TCP, TLS and HTTP/2 handshakes) may take."""
+    reconnect_backoff_max: float = 0.5
+    """Longest pause, in seconds, between gRPC's attempts to reconnect to a member it
+    lost (the pauses grow from 0.1 s, with 20% jitter).  It bounds how long after a
+    member is back the client notices: watches and lease renewals resume at the next
+    attempt.  One attempt to a dead member costs one TCP connect."""
+    auto_sync_interval: float | None = None
+    """Seconds between refreshes of the endpoint list from the cluster's member list
+    (as ``sync_endpoints()`` does; None: never, the default).  Use it when members
+    are added or replaced while clients run; the advertised client URLs must be
+    reachable from the client."""
     extra: tuple[tuple[str, Any], ...] = field(default_factory=tuple)
     """Raw gRPC channel options appended last."""
+
+    def __post_init__(self) -> None:
+        if check_timeout(self.reconnect_backoff_max, "reconnect_backoff_max") is None:
+            raise InvalidRequest("reconnect_backoff_max must be finite")
+        if self.auto_sync_interval is not None:
+            check_timeout(self.auto_sync_interval, "auto_sync_interval")
 
     def options(self, server_name: str | None) -> list[tuple[str, Any]]:
         opts: list[tuple[str, Any]] = [
@@ -109,8 +160,8 @@ class ChannelSettings:
             # One connection per endpoint: streams and unary calls share it.
             ("grpc.use_local_subchannel_pool", 1),
             # Reconnect quickly after a member restart instead of gRPC's slow default.
-            ("grpc.initial_reconnect_backoff_ms", 100),
-            ("grpc.max_reconnect_backoff_ms", 2000),
+            ("grpc.initial_reconnect_backoff_ms", min(100, int(self.reconnect_backoff_max * 1000))),
+            ("grpc.max_reconnect_backoff_ms", int(self.reconnect_backoff_max * 1000)),
             # Despite its name, gRPC uses this as the minimum connect timeout, not a
             # backoff: at 100 ms a TLS handshake over any real network would never finish.
             ("grpc.min_reconnect_backoff_ms", int(self.connect_timeout * 1000)),

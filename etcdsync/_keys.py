@@ -16,7 +16,13 @@ def to_bytes(data: object, what: str = "key") -> bytes:
     if isinstance(data, bytes):
         return data
     if isinstance(data, str):
-        return data.encode("utf-8")
+        try:
+            return data.encode("utf-8")
+        except UnicodeEncodeError as exc:  # a lone surrogate has no UTF-8 form
+            raise InvalidRequest(
+                f"{what} {data!r} cannot be encoded as UTF-8 ({exc.reason} at position "
+                f"{exc.start}); pass bytes for keys that are not text"
+            ) from None
     if isinstance(data, (bytearray, memoryview)):
         return bytes(data)
     raise InvalidRequest(f"{what} must be str or bytes, not {type(data).__name__}")

@@ -182,11 +182,40 @@ def is_auth_token_error(exc: BaseException) -> bool:
     )
 
 
+# A cancel reason can be a whole Go status text: "rpc error: code = X desc = <message>".
+_GO_STATUS = re.compile(r"^rpc error: code = (\w+) desc = (.*)$", re.DOTALL)
+# Go's code names, as in a cancel reason, for the codes the table above maps.
+_GO_CODES = {"".join(part.capitalize() for part in code.name.split("_")): code for code in _BY_CODE}
+
+
 def translate_reason(reason: str) -> errors.EtcdError:
     """Build the error for a server message that arrived without a status (a watch's
     cancel reason, for instance)."""
-    cls = _BY_MESSAGE.get(reason, errors.EtcdError)
-    return cls(reason, details=reason)
+    message, code = reason, None
+    parsed = _GO_STATUS.match(reason)
+    if parsed is not None:
+        code, message = _GO_CODES.get(parsed.group(1)), parsed.group(2)
+    cls = _BY_MESSAGE.get(message) or (_BY_CODE.get(code) if code else None) or errors.EtcdError
+    return cls(reason, details=message, code=code.name if code else None)
+
+
+def is_auth_refusal(error: errors.EtcdError) -> bool:
+    """True for a refusal that a fresh auth token may lift: an expired token, or the
+    "permission denied" etcd gives a watch created on a stream whose token expired."""
+    return isinstance(error, (errors.InvalidAuthTokenError, errors.PermissionDeniedError))
+
+
+def lost_connection(error: errors.EtcdError) -> bool:
+    """True when a stream failed because its connection did (refused, reset, closed):
+    not an answer of the member (``"etcdserver: no leader"`` and the like)."""
+    if isinstance(error, errors.ConnectionFailedError):
+        return True
+    details = error.details or ""
+    return (
+        isinstance(error, errors.Unavailable)
+        and error.code in ("UNAVAILABLE", "INTERNAL")
+        and not details.startswith(("etcdserver:", "election:"))
+    )
 
 
 def translate(exc: BaseException, *, endpoint: str | None = None) -> errors.EtcdError:

@@ -100,6 +100,7 @@ __all__ = [
     "ServiceTimeout",
     "SessionExpiredError",
     "SnapshotError",
+    "StaleReadError",
     "Timeout",
     "TooManyLearnersError",
     "TooManyOpsError",
@@ -140,11 +141,17 @@ class ClientClosedError(EtcdError):
     """The client (or the stream, session, watcher...) was used after close()."""
 
 
-class ForkedClientError(EtcdError):
+class ForkedClientError(ClientClosedError):
     """A client created before ``fork()`` was used in the child process.
 
-    gRPC channels cannot cross a fork; create the client after forking (for
-    example in a gunicorn ``post_fork`` hook or at the start of a worker).
+    gRPC channels cannot cross a fork: in the child every object of an inherited
+    client (its watchers, keepalive listeners, sessions and recipes included)
+    raises this error, and ``close()`` only drops the child's references.  It is
+    a :class:`ClientClosedError` - the client is closed for this process - so
+    nothing retries it.  Create a new client in the child, after forking (for
+    example in a gunicorn ``post_fork`` hook or at the start of a worker); see
+    ``recipes_docs/connection.md`` for what gRPC needs when the parent keeps
+    live clients.
     """
 
 
@@ -286,6 +293,25 @@ class Timeout(EtcdError, TimeoutError):
 
     For a write the outcome is unknown: it may have been applied.
     """
+
+
+class StaleReadError(ConnectionError_):
+    """Every member tried served a read older than a revision this client had
+    already seen (the ordering guard, as Go's ``client/v3/ordering``).
+
+    Only serializable reads can be stale: a member cut off from its leader, or
+    one still catching up, answers them from its own, older state.  ``revision``
+    is the revision of the stale answer, ``seen_revision`` the newest revision
+    this client had seen when the read started.  Nothing was written; retrying
+    later (or a linearizable read) may succeed.
+    """
+
+    def __init__(
+        self, message: str, *, revision: int = 0, seen_revision: int = 0, **kw: str | None
+    ) -> None:
+        super().__init__(message, **kw)
+        self.revision = revision
+        self.seen_revision = seen_revision
 
 
 # --- authentication ---------------------------------------------------------

@@ -10,15 +10,52 @@ from __future__ import annotations
 
 import asyncio
 import inspect
+import os
+import subprocess
+import sys
 import uuid
 from typing import Any
 
 import pytest
 
+_IN_FRESH_INTERPRETER = "ETCDSYNC_TEST_IN_FRESH_INTERPRETER"
+
+
+def _run_in_fresh_interpreter(item: pytest.Function, env: dict[str, str]) -> None:
+    """Run one test alone in a new pytest process with ``env`` added to its environment.
+
+    For tests whose process state matters more than their code: a test that forks must
+    not inherit the gRPC threads and pollers that hundreds of earlier tests left in
+    this process, and gRPC reads its environment (``GRPC_POLL_STRATEGY``) only once,
+    when it is first imported.
+    """
+    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", item.nodeid]
+    child_env = {**os.environ, **env, _IN_FRESH_INTERPRETER: "1"}
+    result = subprocess.run(
+        command,
+        cwd=item.config.rootpath,
+        env=child_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
+    if result.returncode != 0:
+        pytest.fail(
+            f"in a fresh interpreter ({env}): exit {result.returncode}\n"
+            f"{result.stdout[-6000:]}\n{result.stderr[-3000:]}",
+            pytrace=False,
+        )
+
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_pyfunc_call(pyfuncitem: pytest.Function) -> bool | None:
-    """Run coroutine tests with asyncio.run (no pytest-asyncio needed)."""
+    """Run coroutine tests with asyncio.run (no pytest-asyncio needed); run tests
+    marked ``fresh_interpreter`` in a new pytest process."""
+    marker = pyfuncitem.get_closest_marker("fresh_interpreter")
+    if marker is not None and not os.environ.get(_IN_FRESH_INTERPRETER):
+        _run_in_fresh_interpreter(pyfuncitem, dict(marker.kwargs.get("env", {})))
+        return True
     if not inspect.iscoroutinefunction(pyfuncitem.obj):
         return None
     names = pyfuncitem._fixtureinfo.argnames

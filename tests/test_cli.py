@@ -250,7 +250,7 @@ def test_lock_interrupted_while_waiting_withdraws(
             )
             waiter.signal(signal.SIGTERM)
             assert waiter.wait(10) == 128 + signal.SIGTERM
-            assert etcd.get(f"{prefix}queue/", prefix=True, count_only=True).count == 1
+            assert etcd.get(f"{prefix}queue/", prefix=True, count_only=True).count == 1, waiter.err
 
 
 # --- elect --------------------------------------------------------------------------------

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import random
 import time
 from collections.abc import Callable
 from types import TracebackType
@@ -32,9 +31,10 @@ from typing import Any
 from .. import _status, errors
 from .._backends._async import BidiStream, Event, Queue, StateLock, Task, spawn, wait_event
 from .._callbacks import call_callback
+from .._config import check_timeout
 from .._methods import LEASE_KEEPALIVE
 from ..lease_types import LeaseKeepAliveResult, LeaseLostReason
-from .connection import AsyncConnection
+from .connection import REQUIRE_LEADER, AsyncConnection
 from .watch_stream import write_refused
 
 log = logging.getLogger("etcdsync.lease")
@@ -49,14 +49,12 @@ _COALESCE = 0.05
 _MIN_RESEND = 0.5
 # The sender wakes at least this often even with nothing to do.
 _MAX_IDLE = 5.0
-# Reconnect backoff: exponential from START to MAX, full jitter, and never longer
-# than a quarter of the time left before the nearest lease deadline.
-_BACKOFF_START = 0.05
-_BACKOFF_MAX = 1.0
+# Reconnect backoff: the connection's stream backoff (50 ms growing to 1 s, jittered,
+# cut short when the member's connection is up again), and never longer than a
+# quarter of the time left before the nearest lease deadline.
+_BACKOFF_MIN = 0.05
 # How long close() waits for the manager's tasks/threads to end.
 _JOIN_TIMEOUT = 5.0
-# Stream metadata asking the member to end the stream when it has no leader.
-_REQUIRE_LEADER = (("hasleader", "true"),)
 # How listener callbacks are named in the callback policy's log lines.
 _CALLBACK = "lease keepalive"
 
@@ -142,10 +140,14 @@ class AsyncKeepAlive:
         """Wait for the next renewal and return it.
 
         Raises :class:`~etcdsync.errors.LeaseExpiredError` once the lease is lost,
-        :class:`~etcdsync.errors.Timeout` when ``timeout`` seconds pass first, and
-        :class:`~etcdsync.errors.ClientClosedError` after :meth:`close`.
+        :class:`~etcdsync.errors.Timeout` when ``timeout`` seconds pass first (None
+        or ``inf``: no limit), :class:`~etcdsync.errors.ClientClosedError` after
+        :meth:`close`, and :class:`~etcdsync.errors.ForkedClientError` in a forked
+        child.
         """
-        deadline = None if timeout is None else time.monotonic() + timeout
+        self._manager.check_process()
+        seconds = check_timeout(timeout, allow_zero=True)
+        deadline = None if seconds is None else time.monotonic() + seconds
         while True:
             with self._mutex:
                 if self._error is not None:
@@ -162,8 +164,13 @@ class AsyncKeepAlive:
             await wait_event(self._ready, remaining)
 
     async def wait_lost(self, timeout: float | None = None) -> bool:
-        """Wait until the lease is lost; True if it was, False if ``timeout`` passed."""
-        return await wait_event(self.lost, timeout)
+        """Wait until the lease is lost; True if it was, False if ``timeout`` passed.
+
+        Raises :class:`~etcdsync.errors.ForkedClientError` in a forked child (nothing
+        renews the lease there, nor tells its loss).
+        """
+        self._manager.check_process()
+        return await wait_event(self.lost, check_timeout(timeout, allow_zero=True))
 
     def __aiter__(self) -> AsyncKeepAlive:
         return self
@@ -179,7 +186,15 @@ class AsyncKeepAlive:
     # --- closing ------------------------------------------------------------------
 
     def close(self) -> None:
-        """Stop listening (idempotent).  The last listener to close stops the renewals."""
+        """Stop listening (idempotent).  The last listener to close stops the renewals.
+
+        In a forked child it only marks the listener closed: the renewals are the
+        parent's (and a lock held by a thread that did not cross the fork is never
+        released there).
+        """
+        if self._manager.forked:
+            self._closed = True
+            return
         with self._mutex:
             if self._closed:
                 return
@@ -286,8 +301,20 @@ class AsyncKeepAliveManager:
         self._sender: Task | None = None
         self._link: _Link | None = None
         self._last_error: errors.EtcdError | None = None
+        # Did the last stream break with its connection (so a reconnect may start as
+        # soon as the member's channel is up again)?
+        self._connection_lost = False
         self.streams_opened = 0
         """How many LeaseKeepAlive streams this manager opened (1 + reconnections)."""
+
+    @property
+    def forked(self) -> bool:
+        """True in a child process that inherited this manager through fork()."""
+        return self._conn.forked
+
+    def check_process(self) -> None:
+        """Raise ForkedClientError in a forked child."""
+        self._conn.check_process()
 
     # --- listeners ------------------------------------------------------------------
 
@@ -365,9 +392,10 @@ class AsyncKeepAliveManager:
             # (it waits for a leader to forward to), and with ``hasleader`` it ends the
             # stream (3 election timeouts after losing its leader), so the manager moves
             # to a member that can renew - instead of waiting for the leases to lapse.
-            stream = await self._conn.open_stream(LEASE_KEEPALIVE, extra_metadata=_REQUIRE_LEADER)
+            stream = await self._conn.open_stream(LEASE_KEEPALIVE, extra_metadata=REQUIRE_LEADER)
         except errors.EtcdError as exc:
             self._last_error = exc
+            self._connection_lost = _status.lost_connection(exc)
             return None
         link = _Link(stream, endpoint)
         now = time.monotonic()
@@ -449,6 +477,7 @@ class AsyncKeepAliveManager:
                 "the server ended the lease keepalive stream", endpoint=link.endpoint
             )
         self._last_error = error
+        self._connection_lost = _status.lost_connection(error)
         if self._stop.is_set():
             return
         if isinstance(error, errors.InvalidAuthTokenError):
@@ -460,18 +489,19 @@ class AsyncKeepAliveManager:
             self._conn.failover(link.endpoint)
 
     def _backoff(self, attempt: int) -> float:
-        delay = min(_BACKOFF_START * 2.0 ** min(attempt, 16), _BACKOFF_MAX)
-        delay *= random.uniform(0.5, 1.0)  # jitter: clients restarted together spread out
+        delay = self._conn.stream_backoff(attempt)
         with self._mutex:
             nearest = min((t.deadline for t in self._leases.values()), default=None)
         if nearest is not None:
             # Near a deadline, try more often rather than let a healthy lease lapse.
-            delay = min(delay, max((nearest - time.monotonic()) / 4.0, _BACKOFF_START))
+            delay = min(delay, max((nearest - time.monotonic()) / 4.0, _BACKOFF_MIN))
         return delay
 
     async def _pause(self, delay: float) -> None:
-        """Wait ``delay`` seconds before reconnecting, expiring leases whose deadline passes."""
+        """Wait ``delay`` seconds before reconnecting, expiring leases whose deadline
+        passes; end early once the member's connection is up again."""
         until = time.monotonic() + delay
+        connection_lost = self._connection_lost
         while True:
             self._wakeup.clear()
             if self._stop.is_set():
@@ -489,7 +519,11 @@ class AsyncKeepAliveManager:
             self._report_halted(overdue)
             if now >= until:
                 return
-            await wait_event(self._wakeup, max(wake_at - now, 0.0))
+            if await self._conn.pause_before_reconnect(
+                max(wake_at - now, 0.0), self._wakeup, connection_lost=connection_lost
+            ):
+                return  # connected again: reconnect now
+            connection_lost = connection_lost or not self._conn.endpoint_ready()
 
     # --- the reader: answers of one stream ---------------------------------------------------
 
@@ -590,9 +624,7 @@ async def renew_once(
     Raises :class:`~etcdsync.errors.LeaseNotFoundError` when the lease is gone and
     :class:`~etcdsync.errors.Timeout` when no answer comes within the deadline.
     """
-    effective = conn.timeout if timeout is None else timeout
-    if effective is not None and effective <= 0:
-        raise errors.InvalidRequest(f"timeout must be > 0, got {timeout!r}")
+    effective = conn.effective_timeout(timeout)
     stream = await conn.open_stream(LEASE_KEEPALIVE)
     answers: Queue[Any] = Queue()
     reader = spawn(_read_one, stream, answers, name="etcdsync-lease-renew-once")

@@ -236,6 +236,24 @@ class AsyncRecipesAPI:
         consumer's claim ends with its lease and the item is served again."""
         return AsyncLockingQueue(self, name, session=session, ttl=ttl)
 
+    def locked(
+        self: AsyncRecipeClient,
+        name: str,
+        *,
+        ttl: int | None = None,
+        timeout: float | None = None,
+        session: AsyncSession | None = None,
+    ) -> Callable[[Callable[_P, Awaitable[_T]]], Callable[_P, Awaitable[_T]]]:
+        """A decorator: each call of the ``async def`` function runs holding
+        ``etcd.lock(name)`` (a lock object per call), released when it returns.
+
+        A lock not acquired within ``timeout`` seconds raises
+        :class:`~etcdsync.errors.LockTimeout` and the body does not run.  The body
+        reads the held lock - its fencing token - with
+        :func:`etcdsync.current_lock`.  See ``recipes_docs/mutex.md``.
+        """
+        return locked_function(self, name, ttl=ttl, timeout=timeout, session=session)
+
     def group(
         self: AsyncRecipeClient,
         name: str,
@@ -265,24 +283,6 @@ class AsyncRecipesAPI:
         return AsyncPartitioner(
             self, name, items, ttl=ttl, session=session, member_id=member_id, value=value
         )
-
-    def locked(
-        self: AsyncRecipeClient,
-        name: str,
-        *,
-        ttl: int | None = None,
-        timeout: float | None = None,
-        session: AsyncSession | None = None,
-    ) -> Callable[[Callable[_P, Awaitable[_T]]], Callable[_P, Awaitable[_T]]]:
-        """A decorator: each call of the ``async def`` function runs holding
-        ``etcd.lock(name)`` (a lock object per call), released when it returns.
-
-        A lock not acquired within ``timeout`` seconds raises
-        :class:`~etcdsync.errors.LockTimeout` and the body does not run.  The body
-        reads the held lock - its fencing token - with
-        :func:`etcdsync.current_lock`.  See ``recipes_docs/mutex.md``.
-        """
-        return locked_function(self, name, ttl=ttl, timeout=timeout, session=session)
 
     def cache(
         self: AsyncKVClient, prefix: str | bytes, *, page_size: int = 1000

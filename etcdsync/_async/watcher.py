@@ -20,6 +20,7 @@ from typing import Any, Protocol
 
 from .. import errors
 from .._backends._async import Event, Queue
+from .._config import check_timeout
 from .._keyspace import ROOT, KeySpace
 from .._pb import rpc_pb2 as rpc
 from ..watch_types import Event as WatchEvent
@@ -38,6 +39,8 @@ class AsyncWatchOwner(Protocol):
     async def resume(self, watcher: AsyncWatcher) -> None: ...
 
     async def remove(self, watcher: AsyncWatcher) -> None: ...
+
+    def check_process(self) -> None: ...
 
 
 class AsyncWatcher:
@@ -77,6 +80,8 @@ class AsyncWatcher:
         self.create_error: errors.EtcdError | None = None
         self.suspended = False
         self.finished = False
+        self.auth_retried = False
+        """Set when a create was refused for a stale token and is being retried."""
         self._end: errors.EtcdError | None = None
         self._listener: Callable[[], None] | None = None
 
@@ -107,6 +112,7 @@ class AsyncWatcher:
         if self.next_revision == 0:
             # A watch "from now" is pinned here, so a reconnect cannot skip writes.
             self.next_revision = header_revision + 1
+        self.auth_retried = False
         first = not self.created.is_set()
         self.created.set()
         if first and self._created_notify:
@@ -194,13 +200,17 @@ class AsyncWatcher:
     # --- used by its consumer ---------------------------------------------------------------
 
     async def get(self, timeout: float | None = None) -> WatchResponse:
-        """The next batch; raises ``TimeoutError`` if none arrives within ``timeout``.
+        """The next batch; raises ``TimeoutError`` if none arrives within ``timeout``
+        (None or ``inf``: wait as long as it takes).
 
-        Raises :class:`StopAsyncIteration` once the watch was cancelled.
+        Raises :class:`StopAsyncIteration` once the watch was cancelled, and
+        :class:`~etcdsync.errors.ForkedClientError` at once in a child process that
+        inherited the watcher through ``fork()``.
         """
+        self._stream.check_process()
         if self._end is not None:
             raise self._end
-        item = await self._queue.get(timeout)
+        item = await self._queue.get(check_timeout(timeout, allow_zero=True))
         if self.suspended and self.drained():
             await self._stream.resume(self)
         if item is None:

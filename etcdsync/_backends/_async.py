@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import inspect
+import os
 import threading
 from collections.abc import Awaitable, Callable
 from typing import Any, Generic, TypeVar
@@ -13,6 +14,7 @@ import grpc
 from grpc import aio
 
 from .._callbacks import report_callback_failure
+from ..errors import ForkedClientError
 from . import StreamEnded
 
 T = TypeVar("T")
@@ -50,9 +52,9 @@ def keep_connecting(channel: aio.Channel) -> None:
     """
 
 
-def channel_state(channel: aio.Channel) -> grpc.ChannelConnectivity:
-    """The channel's connectivity state, without starting a connection."""
-    return channel.get_state(try_to_connect=False)
+def channel_state(channel: aio.Channel, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
+    """The channel's connectivity state; ``try_to_connect`` starts connecting an idle one."""
+    return channel.get_state(try_to_connect=try_to_connect)
 
 
 async def run_callback(what: str, fn: Callable[..., Any], *args: Any) -> None:
@@ -179,8 +181,34 @@ class Task:
 
 
 def spawn(fn: Callable[..., Awaitable[None]], *args: Any, name: str) -> Task:
-    """Run ``fn(*args)`` as a background task of the running loop."""
-    return Task(asyncio.get_running_loop().create_task(_guarded(fn, *args), name=name))
+    """Run ``fn(*args)`` as a background task of the running loop.
+
+    In a child forked while an event loop ran, asyncio reports no running loop (it
+    checks the process id): that is the fork's doing, and is reported as
+    :class:`~etcdsync.errors.ForkedClientError`.
+    """
+    try:
+        loop = asyncio.get_running_loop()
+    except RuntimeError:
+        if _forked:
+            raise ForkedClientError(
+                "asyncio's event loop does not cross fork(): objects made in the parent "
+                "cannot run in this child; create a new client here, in a new event loop"
+            ) from None
+        raise
+    return Task(loop.create_task(_guarded(fn, *args), name=name))
+
+
+# Set in a child process: see spawn().
+_forked = False
+
+
+def _note_fork() -> None:
+    global _forked
+    _forked = True
+
+
+os.register_at_fork(after_in_child=_note_fork)
 
 
 async def _guarded(fn: Callable[..., Awaitable[None]], *args: Any) -> None:

@@ -99,10 +99,11 @@ def close_channel(channel: grpc.Channel) -> None:
     channel.close()
 
 
-def channel_state(channel: grpc.Channel) -> grpc.ChannelConnectivity:
-    """The channel's connectivity state, without starting a connection."""
+def channel_state(channel: grpc.Channel, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
+    """The channel's connectivity state; ``try_to_connect`` starts connecting an idle one
+    (pair it with :func:`keep_connecting` so that the attempt moves forward)."""
     # The sync API has no public getter; this is the one grpc.aio wraps.
-    value = channel._channel.check_connectivity_state(False)
+    value = channel._channel.check_connectivity_state(try_to_connect)
     for state in grpc.ChannelConnectivity:
         if state.value[0] == value:
             return state

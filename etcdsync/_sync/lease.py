@@ -17,6 +17,9 @@ from ..lease_types import (
 from .connection import Connection
 from .keepalive import KeepAlive, KeepAliveManager, renew_once
 
+# Lease TTLs and ids are int64 on the wire (etcd itself refuses TTLs above 9e9 s).
+_INT64_MAX = 2**63 - 1
+
 
 class LeaseAPI:
     """Lease requests; mixed into :class:`etcdsync.Client`.
@@ -36,10 +39,18 @@ class LeaseAPI:
         below its minimum).  Raises :class:`~etcdsync.errors.LeaseTTLTooLargeError`
         for a TTL above the server's maximum.
         """
-        if not isinstance(ttl, int) or isinstance(ttl, bool) or ttl <= 0:
-            raise errors.InvalidRequest(f"ttl must be an int > 0 (seconds), got {ttl!r}")
-        if not isinstance(lease_id, int) or isinstance(lease_id, bool) or lease_id < 0:
-            raise errors.InvalidRequest(f"lease_id must be an int >= 0, got {lease_id!r}")
+        if not isinstance(ttl, int) or isinstance(ttl, bool) or not 0 < ttl <= _INT64_MAX:
+            raise errors.InvalidRequest(
+                f"ttl must be an int from 1 to 2**63 - 1 (seconds), got {ttl!r}"
+            )
+        if (
+            not isinstance(lease_id, int)
+            or isinstance(lease_id, bool)
+            or not 0 <= lease_id <= _INT64_MAX
+        ):
+            raise errors.InvalidRequest(
+                f"lease_id must be an int from 0 to 2**63 - 1, got {lease_id!r}"
+            )
         request = LEASE_GRANT.request(TTL=ttl, ID=lease_id)
         # Not repeated after an unknown outcome: a second grant would leak a lease.
         response = self._conn.unary(LEASE_GRANT, request, timeout=timeout, idempotent=False)

@@ -10,7 +10,9 @@ they go to the client's current endpoint.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import time
 from typing import BinaryIO
 
 from .. import errors
@@ -18,6 +20,8 @@ from .._methods import ALARM, DEFRAGMENT, HASH, HASH_KV, MEMBER_LIST, MOVE_LEADE
 from .._pb import rpc_pb2 as rpc
 from ..admin_types import Alarm, AlarmType, HashKVResult, HashResult, Status
 from .connection import Connection, ResponseStream
+
+log = logging.getLogger("etcdsync.maintenance")
 
 # The Snapshot stream ends with one message holding the SHA-256 of the bytes before
 # it; etcdutl/etcdctl check it on restore, so it is kept in the file too.
@@ -134,41 +138,71 @@ class MaintenanceAPI:
         file that looks valid.  A binary file object is written to as is (the
         caller discards it on error).  The file is what ``etcdutl snapshot restore``
         takes (the server's trailing SHA-256 included).  ``timeout`` bounds the
-        whole transfer (default: the client's timeout); raise it for large
-        databases.  Raises :class:`~etcdsync.errors.SnapshotError` when the stream
-        ends early or the checksum does not match.
+        whole transfer, restarts included (default: the client's timeout; ``inf``:
+        none); raise it for large databases.  Raises
+        :class:`~etcdsync.errors.SnapshotError` when the stream ends early or the
+        checksum does not match.
+
+        When the member goes away mid-stream, the snapshot starts over from another
+        member, up to ``retries`` times: any member's snapshot is a valid one.  Not
+        with an ``endpoint`` (that member's snapshot was asked for), nor into a file
+        object that cannot seek back to where the snapshot began.
 
         In the asyncio flavour the file writes are plain blocking writes of 32 KiB
         chunks.
         """
-        effective = self._conn.timeout if timeout is None else timeout
-        if effective is not None and effective <= 0:
-            raise errors.InvalidRequest(f"timeout must be > 0, got {timeout!r}")
-        stream = self._conn.server_stream(
-            SNAPSHOT, SNAPSHOT.request(), timeout=effective, endpoint=endpoint
-        )
+        deadline = self._conn.deadline_for(timeout)
         if isinstance(path_or_file, (str, os.PathLike)):
             final = os.fspath(path_or_file)
             part = final + ".part"
             try:
                 with open(part, "wb") as out:
-                    size = _copy_snapshot(stream, out)
+                    size = self._snapshot_into(out, 0, endpoint, deadline)
                     out.flush()
                     os.fsync(out.fileno())
                 os.replace(part, final)
             except BaseException:
-                stream.cancel()
                 try:
                     os.unlink(part)
                 except FileNotFoundError:
                     pass
                 raise
             return size
-        try:
-            return _copy_snapshot(stream, path_or_file)
-        except BaseException:
-            stream.cancel()
-            raise
+        start = path_or_file.tell() if path_or_file.seekable() else None
+        return self._snapshot_into(path_or_file, start, endpoint, deadline)
+
+    def _snapshot_into(
+        self, out: BinaryIO, start: int | None, endpoint: str | None, deadline: float | None
+    ) -> int:
+        """Copy a snapshot into ``out`` (from offset ``start``; None: cannot rewind),
+        starting over on another member after a connection failure."""
+        attempt = 0
+        while True:
+            remaining = None if deadline is None else max(deadline - time.monotonic(), 0.001)
+            stream = self._conn.server_stream(
+                SNAPSHOT, SNAPSHOT.request(), timeout=remaining, endpoint=endpoint
+            )
+            try:
+                return _copy_snapshot(stream, out)
+            except errors.EtcdError as exc:
+                stream.cancel()
+                if (
+                    endpoint is not None
+                    or start is None
+                    or isinstance(exc, errors.SnapshotError)
+                    or attempt >= self._conn.retries
+                    or not self._conn.resume_stream(
+                        exc, stream.endpoint, attempt, deadline, None
+                    )
+                ):
+                    raise
+                log.info("snapshot from %s failed (%s); starting over", stream.endpoint, exc)
+                attempt += 1
+                out.seek(start or 0)
+                out.truncate()
+            except BaseException:
+                stream.cancel()
+                raise
 
     def move_leader(self, target_member_id: int, *, timeout: float | None = None) -> None:
         """Hand leadership to another voting member and wait until it leads.

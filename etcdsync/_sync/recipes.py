@@ -237,6 +237,24 @@ class RecipesAPI:
         consumer's claim ends with its lease and the item is served again."""
         return LockingQueue(self, name, session=session, ttl=ttl)
 
+    def locked(
+        self: RecipeClient,
+        name: str,
+        *,
+        ttl: int | None = None,
+        timeout: float | None = None,
+        session: Session | None = None,
+    ) -> Callable[[Callable[_P, _T]], Callable[_P, _T]]:
+        """A decorator: each call of the ``def`` function runs holding
+        ``etcd.lock(name)`` (a lock object per call), released when it returns.
+
+        A lock not acquired within ``timeout`` seconds raises
+        :class:`~etcdsync.errors.LockTimeout` and the body does not run.  The body
+        reads the held lock - its fencing token - with
+        :func:`etcdsync.current_lock`.  See ``recipes_docs/mutex.md``.
+        """
+        return locked_function(self, name, ttl=ttl, timeout=timeout, session=session)
+
     def group(
         self: RecipeClient,
         name: str,
@@ -266,24 +284,6 @@ class RecipesAPI:
         return Partitioner(
             self, name, items, ttl=ttl, session=session, member_id=member_id, value=value
         )
-
-    def locked(
-        self: RecipeClient,
-        name: str,
-        *,
-        ttl: int | None = None,
-        timeout: float | None = None,
-        session: Session | None = None,
-    ) -> Callable[[Callable[_P, _T]], Callable[_P, _T]]:
-        """A decorator: each call of the ``def`` function runs holding
-        ``etcd.lock(name)`` (a lock object per call), released when it returns.
-
-        A lock not acquired within ``timeout`` seconds raises
-        :class:`~etcdsync.errors.LockTimeout` and the body does not run.  The body
-        reads the held lock - its fencing token - with
-        :func:`etcdsync.current_lock`.  See ``recipes_docs/mutex.md``.
-        """
-        return locked_function(self, name, ttl=ttl, timeout=timeout, session=session)
 
     def cache(
         self: KVClient, prefix: str | bytes, *, page_size: int = 1000

@@ -12,9 +12,13 @@ for callers that already manage their own lease.
 
 from __future__ import annotations
 
+import time
 from types import TracebackType
+from typing import Any
 
 from .. import errors
+from .._backends._sync import Event
+from .._config import check_timeout
 from .._keys import to_bytes, to_key
 from .._methods import (
     ELECTION_CAMPAIGN,
@@ -29,7 +33,7 @@ from .._pb import v3election_pb2
 from ..admin_types import LeaderKey
 from ..lease_types import LeaseLike, lease_id_of
 from ..models import KeyValue
-from .connection import Connection, ResponseStream
+from .connection import REQUIRE_LEADER, Connection, ResponseStream
 
 
 def _leader_pb(leader: LeaderKey) -> v3election_pb2.LeaderKey:
@@ -47,23 +51,69 @@ class LeaderObserver:
 
     Iterate it (``for kv in observer``) to get the leader's key and value
     (a :class:`~etcdsync.KeyValue`) now and after every change; :meth:`cancel` (or
-    leaving ``with``) ends the iteration.  Errors of the stream (e.g. the
-    member went away) are raised by the iteration as etcdsync errors.
+    leaving ``with``) ends the iteration.
+
+    The observation outlives its member: when the member goes away or loses its
+    leader (the stream asks it to end then), it is opened again on another member
+    - with the reconnect policy of watches - and the leader that new stream
+    reports first is skipped when it was already reported.  Other errors (e.g. the
+    ``timeout`` passed, permission denied) are raised by the iteration as etcdsync
+    errors.
     """
 
-    def __init__(self, stream: ResponseStream) -> None:
-        self._stream = stream
+    def __init__(self, conn: Connection, request: Any, deadline: float | None) -> None:
+        self._conn = conn
+        self._request = request
+        self._deadline = deadline
+        self._stream: ResponseStream | None = None
+        self._last: tuple[bytes, int] | None = None  # (key, mod_revision) last reported
+        self._stop = Event()
+        self.reconnects = 0
+        """How many times the observation was opened again (for tests and metrics)."""
+
+    def _open(self) -> ResponseStream:
+        remaining = None if self._deadline is None else self._deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            raise errors.Timeout("the observation's timeout passed")
+        self._stream = self._conn.server_stream(
+            ELECTION_OBSERVE, self._request, timeout=remaining, extra_metadata=REQUIRE_LEADER
+        )
+        return self._stream
 
     def get(self) -> KeyValue | None:
         """The next leader, or None once the observation ended."""
-        response = self._stream.read()
-        if response is None:
-            return None
-        return KeyValue.from_pb(response.kv)
+        attempt = 0
+        while not self._stop.is_set():
+            stream = self._stream or self._open()
+            try:
+                response = stream.read()
+            except errors.EtcdError as exc:
+                stream.cancel()
+                if not self._conn.resume_stream(
+                    exc, stream.endpoint, attempt, self._deadline, self._stop
+                ):
+                    if self._stop.is_set():
+                        return None
+                    raise
+                attempt += 1
+                self.reconnects += 1
+                self._stream = None
+                continue
+            if response is None:
+                return None
+            attempt = 0
+            kv = KeyValue.from_pb(response.kv)
+            seen = (kv.key, kv.mod_revision)
+            if seen != self._last:  # a reopened stream starts with the current leader
+                self._last = seen
+                return kv
+        return None
 
     def cancel(self) -> None:
         """Stop observing; a pending or later :meth:`get` returns None."""
-        self._stream.cancel()
+        self._stop.set()
+        if self._stream is not None:
+            self._stream.cancel()
 
     def __iter__(self) -> LeaderObserver:
         return self
@@ -172,9 +222,12 @@ class ServerRecipesAPI:
     ) -> LeaderObserver:
         """Follow the leaders of ``name``: the current one (if any), then each new one.
 
-        ``timeout`` bounds the whole observation (default: none, it lasts until
-        :meth:`LeaderObserver.cancel`).
+        ``timeout`` bounds the whole observation, reconnections included (default:
+        none, it lasts until :meth:`LeaderObserver.cancel`).
         """
         request = ELECTION_OBSERVE.request(name=to_key(name))
-        stream = self._conn.server_stream(ELECTION_OBSERVE, request, timeout=timeout)
-        return LeaderObserver(stream)
+        seconds = check_timeout(timeout)
+        deadline = None if seconds is None else time.monotonic() + seconds
+        observer = LeaderObserver(self._conn, request, deadline)
+        observer._open()
+        return observer

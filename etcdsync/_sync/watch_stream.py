@@ -6,31 +6,35 @@ them), so creates can be pipelined and each incarnation of a watcher - after a
 reconnect or a slow-consumer suspension - gets a fresh id: responses for an old
 id are recognised as stale and dropped.
 
-When the stream breaks (member restart, leader loss, network), the reader waits
-a jittered, growing backoff, moves to the next endpoint if the member was
-unavailable, opens a new stream and re-creates every active watcher from its
-``next_revision``.  Created responses are matched to creates in order, because
-etcd answers a stream's creates in the order it received them.
+When the stream breaks (member restart, leader loss, network), the reader moves
+to the next endpoint if the member was unavailable, waits a jittered, growing
+backoff - cut short as soon as the member's connection is up again (the
+connection's reconnect policy) - opens a new stream and re-creates every active
+watcher from its ``next_revision``.  Created responses are matched to creates in
+order, because etcd answers a stream's creates in the order it received them.
+
+etcd checks the stream's auth token at each create: once it has expired (or the
+member restarted and forgot it), creates are refused with "permission denied".
+Such a refusal makes the stream log in again and reopen, once per watcher; a
+second refusal is the watcher's final answer.
 """
 
 from __future__ import annotations
 
 import logging
-import random
 from collections import deque
 
 from .. import _status, errors
 from .._backends import StreamEnded
-from .._backends._sync import BidiStream, Event, Lock, Task, spawn, wait_event
+from .._backends._sync import BidiStream, Cancelled, Event, Lock, Task, spawn, wait_event
+from .._config import check_timeout
 from .._methods import WATCH
 from .._pb import rpc_pb2 as rpc
-from .connection import Connection
+from .connection import REQUIRE_LEADER, Connection
 from .watcher import Watcher
 
 log = logging.getLogger("etcdsync.watch")
 
-_BACKOFF_START = 0.05
-_BACKOFF_MAX = 2.0
 # etcd's id for a progress notice that concerns every watcher of the stream.
 _BROADCAST_ID = -1
 
@@ -40,7 +44,7 @@ class WatchStream:
 
     def __init__(self, conn: Connection, *, require_leader: bool) -> None:
         self._conn = conn
-        self._metadata = (("hasleader", "true"),) if require_leader else ()
+        self._metadata = REQUIRE_LEADER if require_leader else ()
         self._lock = Lock()
         self._by_id: dict[int, Watcher] = {}
         self._watchers: set[Watcher] = set()
@@ -50,6 +54,10 @@ class WatchStream:
         # The member the current stream went to: a broken stream must move the client
         # away from *that* member, not from wherever another stream has moved it since.
         self._stream_endpoint = ""
+        # The auth token the current stream was opened with, and the one a refused
+        # create proved stale (the reader then logs in again and reopens).
+        self._stream_token: str | None = None
+        self._stale_token: str | None = None
         self._reader: Task | None = None
         self._stop = Event()
         self._closed = False
@@ -69,11 +77,19 @@ class WatchStream:
         """Open a new stream on the current endpoint, remembering which one it is."""
         self._stream_endpoint = self._conn.endpoint
         self._stream = self._conn.open_stream(WATCH, extra_metadata=self._metadata)
+        self._stream_token = self._conn.token
+
+    def check_process(self) -> None:
+        """Raise ForkedClientError in a child process that inherited this stream."""
+        self._conn.check_process()
 
     # --- watcher management ---------------------------------------------------------------
 
     def add(self, watcher: Watcher, timeout: float | None) -> None:
-        """Create ``watcher`` on the server and wait for the server to confirm it."""
+        """Create ``watcher`` on the server and wait for the server to confirm it
+        (``timeout``: None or ``inf`` wait as long as it takes)."""
+        timeout = check_timeout(timeout)
+        self._conn.check_process()
         with self._lock:
             self._conn.check_usable()
             self._ensure_started()
@@ -97,7 +113,13 @@ class WatchStream:
         self._send(watcher.create_request(watch_id))
 
     def remove(self, watcher: Watcher) -> None:
-        """Cancel ``watcher`` on the server; later responses for it are dropped."""
+        """Cancel ``watcher`` on the server; later responses for it are dropped.
+
+        In a forked child it is only forgotten: the stream is the parent's.
+        """
+        if self._conn.forked:
+            self._watchers.discard(watcher)
+            return
         with self._lock:
             self._watchers.discard(watcher)
             self._cancel_on_server(watcher)
@@ -146,7 +168,7 @@ class WatchStream:
     # --- the reader --------------------------------------------------------------------
 
     def _read_loop(self) -> None:
-        delay = _BACKOFF_START
+        attempt = 0  # failed tries in a row: the backoff grows with it
         while not self._closed:
             stream = self._stream
             assert stream is not None
@@ -156,8 +178,16 @@ class WatchStream:
                     response = stream.read()
                     if response is None:
                         break  # the server ended the stream: reconnect
+                    attempt = 0
                     self._dispatch(response)
-                    delay = _BACKOFF_START
+                    if self._stale_token is not None:
+                        break  # a create was refused for an expired token: reopen
+            except Cancelled:
+                # grpc.aio raises this from a call cancelled under the reader (a
+                # failed write cancels it); close() cancels the reader itself.
+                if self._closed:
+                    raise
+                failure = None
             except Exception as exc:
                 if not _status.is_rpc_error(exc):  # a bug, not a broken stream: say so
                     log.exception("watch stream reader failed; reconnecting")
@@ -165,21 +195,32 @@ class WatchStream:
             if self._closed:
                 return
             stream.cancel()
-            self._reconnect(failure, delay)
-            delay = min(delay * 2, _BACKOFF_MAX)
+            self._reconnect(failure, attempt)
+            attempt += 1
 
-    def _reconnect(self, failure: BaseException | None, delay: float) -> None:
+    def _reconnect(self, failure: BaseException | None, attempt: int) -> None:
         endpoint = self._stream_endpoint
-        if wait_event(self._stop, random.uniform(delay / 2, delay)):
-            return
-        if failure is not None and _status.is_auth_token_error(failure):
+        stale, self._stale_token = self._stale_token, None
+        if stale is None and failure is not None and _status.is_auth_token_error(failure):
+            stale = self._conn.token
+        if stale is not None:
+            # The member is fine; the token is not: log in again and reopen at once.
             try:
-                self._conn.authenticate(stale_token=self._conn.token)
+                self._conn.authenticate(stale_token=stale)
             except errors.EtcdError as exc:
                 # Unreachable or refused: the next stream fails and we come back.
                 log.debug("watch stream re-authentication failed: %s", exc)
-        elif failure is None or isinstance(self._conn.translate(failure), errors.ConnectionError_):
-            self._conn.failover(endpoint)
+        else:
+            error = None if failure is None else self._conn.translate(failure)
+            if error is None or isinstance(error, errors.ConnectionError_):
+                self._conn.failover(endpoint)
+            self._conn.pause_before_reconnect(
+                self._conn.stream_backoff(attempt),
+                self._stop,
+                connection_lost=error is not None and _status.lost_connection(error),
+            )
+            if self._stop.is_set():
+                return
         with self._lock:
             if self._closed:
                 return
@@ -197,6 +238,7 @@ class WatchStream:
 
     def _dispatch(self, response: rpc.WatchResponse) -> None:
         revision = response.header.revision
+        self._conn.observe_revision(revision)  # the ordering guard's floor
         if response.created:
             self._on_created(response)
             return
@@ -228,9 +270,15 @@ class WatchStream:
             return  # cancelled or superseded meanwhile
         if response.canceled:
             self._by_id.pop(watch_id, None)
-            self._watchers.discard(watcher)
             reason = response.cancel_reason or "refused by the server"
             error = _status.translate_reason(reason)
+            if self._conn.has_auth and _status.is_auth_refusal(error) and not watcher.auth_retried:
+                # Probably the token this stream was opened with expired: the reader
+                # logs in again and reopens, creating the watcher anew (once).
+                watcher.auth_retried = True
+                self._stale_token = self._stream_token or ""
+                return
+            self._watchers.discard(watcher)
             if response.compact_revision > 0:
                 watcher.on_canceled(response.compact_revision, reason)
             else:
@@ -263,11 +311,16 @@ class WatchStream:
             return
         self._closed = True
         self._stop.set()
+        if self._conn.forked:
+            return  # nothing of the parent's stream or reader is ours to stop
         if self._stream is not None:
             self._stream.cancel()
         if self._reader is not None:
             self._reader.cancel()
             self._reader.join(5.0)
+        # Watchers outlive their client: let them not hold its gRPC call (grpc.aio keeps
+        # its poller on the first event loop while any of its channels lives).
+        self._stream = None
         self._fail_all(errors.ClientClosedError("the client was closed"))
 
 

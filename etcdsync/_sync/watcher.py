@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from .. import errors
 from .._backends._sync import Event, Queue
+from .._config import check_timeout
 from .._keyspace import ROOT, KeySpace
 from .._pb import rpc_pb2 as rpc
 from ..watch_types import Event as WatchEvent
@@ -39,6 +40,8 @@ class WatchOwner(Protocol):
     def resume(self, watcher: Watcher) -> None: ...
 
     def remove(self, watcher: Watcher) -> None: ...
+
+    def check_process(self) -> None: ...
 
 
 class Watcher:
@@ -78,6 +81,8 @@ class Watcher:
         self.create_error: errors.EtcdError | None = None
         self.suspended = False
         self.finished = False
+        self.auth_retried = False
+        """Set when a create was refused for a stale token and is being retried."""
         self._end: errors.EtcdError | None = None
         self._listener: Callable[[], None] | None = None
 
@@ -108,6 +113,7 @@ class Watcher:
         if self.next_revision == 0:
             # A watch "from now" is pinned here, so a reconnect cannot skip writes.
             self.next_revision = header_revision + 1
+        self.auth_retried = False
         first = not self.created.is_set()
         self.created.set()
         if first and self._created_notify:
@@ -195,13 +201,17 @@ class Watcher:
     # --- used by its consumer ---------------------------------------------------------------
 
     def get(self, timeout: float | None = None) -> WatchResponse:
-        """The next batch; raises ``TimeoutError`` if none arrives within ``timeout``.
+        """The next batch; raises ``TimeoutError`` if none arrives within ``timeout``
+        (None or ``inf``: wait as long as it takes).
 
-        Raises :class:`StopIteration` once the watch was cancelled.
+        Raises :class:`StopIteration` once the watch was cancelled, and
+        :class:`~etcdsync.errors.ForkedClientError` at once in a child process that
+        inherited the watcher through ``fork()``.
         """
+        self._stream.check_process()
         if self._end is not None:
             raise self._end
-        item = self._queue.get(timeout)
+        item = self._queue.get(check_timeout(timeout, allow_zero=True))
         if self.suspended and self.drained():
             self._stream.resume(self)
         if item is None:
