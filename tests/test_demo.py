@@ -4,7 +4,8 @@ self-check passes; and the self-check itself catches the failures it exists to c
 The second half feeds the check functions hand-made histories (lists of the events
 etcd would have reported, and of the workers' reports): an overlapping leadership, a
 lost update, a write by a stale lock holder, a missed config version.  Each must be
-flagged, so a passing demo means something.
+flagged, so a passing demo means something.  (A member that never joined or
+never left, too.)
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from etcdsync.cli._demo_check import (
     check_config,
     check_counter,
     check_fencing,
+    check_group,
     check_leadership,
     leadership_terms,
     ledger_key,
@@ -64,9 +66,16 @@ def test_demo_passes_its_self_check_in_well_under_a_minute() -> None:
     assert code == 0, f"{output}\n{proc.stderr.read()}"
     assert took < 60
     assert output.splitlines()[-1] == "self-check passed"
-    for check in ("counter exact", "lock fencing", "one leader at a time", "config seen by all"):
+    for check in (
+        "counter exact",
+        "lock fencing",
+        "one leader at a time",
+        "config seen by all",
+        "group membership",
+    ):
         assert f"ok    {check}:" in output, output
     assert "SIGKILL" in output and "s after the kill" in output
+    assert "left the members" in output and "| members 3 |" in output
     # Progress is visible: never more than a couple of seconds without a line.
     times = [started] + [at for at, _ in stamped]
     gaps = [b - a for a, b in itertools.pairwise(times)]
@@ -171,3 +180,20 @@ def test_a_missed_or_torn_config_version_is_flagged() -> None:
     assert check_config(
         [WorkerLog("w1", configs=full), WorkerLog("w2", killed=True, configs=full[:1])], 3
     ).ok
+
+
+def test_a_member_that_never_joined_or_never_left_is_flagged() -> None:
+    logs = [WorkerLog("w1", ready=True, leases={0xA}), WorkerLog("w2", ready=True, leases={0xB})]
+    one = put("members/a", "w1", lease=0xA)
+    two = put("members/b", "w2", lease=0xB)
+    history = [one, two, delete(one), delete(two)]
+    result = check_group(history, logs, "w1")
+    assert result.ok, result.detail
+    # w2 never joined.
+    assert "w2 never joined" in check_group([one, delete(one)], logs, "w1").detail
+    # The killed worker's key outlived the run.
+    result = check_group([one, two, delete(two)], logs, "w1")
+    assert not result.ok and "never left" in result.detail
+    # A member key bound to someone else's lease.
+    stolen = put("members/c", "w2", lease=0xA)
+    assert not check_group([one, stolen, delete(one), delete(stolen)], logs, None).ok

@@ -20,6 +20,9 @@ reports (:class:`WorkerLog`).  The checks are pure functions of the two:
   revision inside it.  After the leader is killed, another worker is elected.
 * **config**: every surviving worker saw every published version, in order, and never
   a half-applied one.
+* **group**: every worker joined the group ``members`` once, with a member key bound
+  to its session's lease; the killed worker's key went with its lease, the others'
+  when they left on stop, so nobody is a member at the end.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from typing import Any
 __all__ = [
     "COUNTER",
     "ELECTION",
+    "GROUP",
     "LEDGER",
     "LOCK",
     "Change",
@@ -41,6 +45,7 @@ __all__ = [
     "check_config",
     "check_counter",
     "check_fencing",
+    "check_group",
     "check_leadership",
     "check_workers",
     "leadership_terms",
@@ -53,6 +58,7 @@ COUNTER = "counter"
 LEDGER = "ledger/"
 LOCK = "lock"
 ELECTION = "election"
+GROUP = "members"
 CONFIG = "config/"
 END = "end"
 
@@ -369,6 +375,44 @@ def check_config(logs: Sequence[WorkerLog], versions: int) -> Check:
         f"{len(survivors)} surviving worker{'s' if len(survivors) != 1 else ''} saw all "
         f"{versions} versions in order, never half an update",
     )
+
+
+def check_group(changes: Sequence[Change], logs: Sequence[WorkerLog], killed: str | None) -> Check:
+    name = "group membership"
+    prefix = GROUP + "/"
+    owners = _worker_of_lease(logs)
+    live: dict[str, str] = {}  # member key -> worker, as etcd has it
+    joined: list[str] = []
+    left: list[str] = []
+    problems: list[str] = []
+    for change in changes:
+        if not change.key.startswith(prefix):
+            continue
+        if change.deleted:
+            worker = live.pop(change.key, None)
+            if worker is None:
+                problems.append(f"{change.key} was deleted but nobody had joined under it")
+            else:
+                left.append(worker)
+        elif change.key not in live:
+            worker = change.value
+            if worker in live.values():
+                problems.append(f"{worker} joined twice")
+            if owners.get(change.lease) != worker:
+                problems.append(f"{worker}'s member key is not bound to its session's lease")
+            live[change.key] = worker
+            joined.append(worker)
+    for log in logs:
+        if log.ready and log.name not in joined:
+            problems.append(f"{log.name} never joined")
+    if live:
+        problems.append(f"still members after every worker ended: {sorted(live.values())}")
+    if killed is not None and killed not in left:
+        problems.append(f"the killed worker {killed} never left")
+    if problems:
+        return Check(name, False, "; ".join(problems[:4]))
+    how = f"{killed} with its lease after the kill, the others on stop" if killed else "on stop"
+    return Check(name, True, f"{len(joined)} workers joined once each; all left: {how}")
 
 
 def check_workers(logs: Sequence[WorkerLog]) -> Check:

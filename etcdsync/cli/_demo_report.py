@@ -10,11 +10,16 @@ from ._demo_check import Check, WorkerLog
 __all__ = ["print_summary", "status_line"]
 
 
-def status_line(leader: str, lock: str, counter: str | int, logs: Sequence[WorkerLog]) -> str:
-    """Who leads, who holds the lock (and how many wait), the counter, and the config
-    version each worker runs."""
+def status_line(
+    leader: str, lock: str, counter: str | int, members: int, logs: Sequence[WorkerLog]
+) -> str:
+    """Who leads, who holds the lock (and how many wait), the counter, how many
+    members the group has, and the config version each worker runs."""
     seen = " ".join(f"{log.name}:{'killed' if log.killed else _version(log)}" for log in logs)
-    return f"| leader {leader:<8} | lock {lock:<19} | counter {counter:>4} | config {seen}"
+    return (
+        f"| leader {leader:<8} | lock {lock:<19} | counter {counter:>4} "
+        f"| members {members} | config {seen}"
+    )
 
 
 def _version(log: WorkerLog) -> str:

@@ -23,12 +23,14 @@ from ._demo_check import (
     COUNTER,
     ELECTION,
     END,
+    GROUP,
     LOCK,
     Change,
     Check,
     check_config,
     check_counter,
     check_fencing,
+    check_group,
     check_leadership,
     check_workers,
     work_ms_for,
@@ -66,6 +68,7 @@ class DemoRun:
         self.killed_at = 0.0
         self.killed_lock_token = 0
         self.lock_taken_over = False
+        self.member_left = False
         self.failover_after: float | None = None
         self.successor = ""
 
@@ -102,8 +105,9 @@ class DemoRun:
         holder, _, waiting = self.lock_holder()
         lock = f"{self._dead(holder)} +{waiting} waiting" if holder else "free"
         counter = self.mirror.live.get(COUNTER)
+        members = len(self.mirror.under(GROUP + "/"))
         logs = [w.log for w in self.workers]
-        self.say(status_line(leader, lock, counter.value if counter else 0, logs))
+        self.say(status_line(leader, lock, counter.value if counter else 0, members, logs))
 
     # --- events -------------------------------------------------------------------------
 
@@ -139,6 +143,7 @@ class DemoRun:
             self.on_exit(source, payload)
 
     def on_changes(self, changes: list[Change]) -> None:
+        self._note_member_left(changes)
         self.mirror.apply(changes)
         if self.killed is not None and not self.lock_taken_over:
             holder, token, _ = self.lock_holder()
@@ -147,6 +152,27 @@ class DemoRun:
                 self.say(
                     f"  lock: {holder} took over {time.monotonic() - self.killed_at:.1f} s "
                     f"after the kill (fencing token {token})"
+                )
+
+    def _note_member_left(self, changes: list[Change]) -> None:
+        """Tell when the killed worker's member key goes (read before the mirror forgets
+        whose key it was)."""
+        if self.killed is None or self.member_left:
+            return
+        for change in changes:
+            before = self.mirror.live.get(change.key)
+            if (
+                change.deleted
+                and change.key.startswith(GROUP + "/")
+                and before is not None
+                and before.value == self.killed.name
+            ):
+                self.member_left = True
+                members = len(self.mirror.under(GROUP + "/")) - 1
+                self.say(
+                    f"  group: {self.killed.name} left the members "
+                    f"{time.monotonic() - self.killed_at:.1f} s after the kill, with its "
+                    f"lease; {members} members now"
                 )
 
     def on_report(self, worker: WorkerProcess, report: dict[str, Any]) -> None:
@@ -302,6 +328,7 @@ class DemoRun:
             check_fencing(changes, logs),
             check_leadership(changes, logs, killed),
             check_config(logs, self.version),
+            check_group(changes, logs, killed),
             check_workers(logs),
         ]
         checks.append(self._failover())

@@ -7,6 +7,8 @@ on stdout for the demo to show and check:
   the snapshot was consistent: two keys written by one txn must agree);
 * campaigns for leadership in a thread, reporting each term it wins (its key's create
   revision, and a revision at which it confirmed it led);
+* joins the group ``members`` (its member key bound to its session's lease, so it
+  leaves by itself if it dies) and leaves it when stopped;
 * increments a shared counter under the lock: read, "work" for ``work_ms`` (from the
   config), then write through ``guarded_txn`` - applied only if this hold of the lock
   is still current - together with a ledger entry naming this worker and the
@@ -27,7 +29,7 @@ from typing import Any
 
 from .. import Client, Compare, ConfigSnapshot, Mutex, Op, errors
 from ._common import EXIT_OK, add_connection_options, one_line, open_client, positive_int
-from ._demo_check import COUNTER, ELECTION, LOCK, ledger_key, work_ms_for
+from ._demo_check import COUNTER, ELECTION, GROUP, LOCK, ledger_key, work_ms_for
 
 __all__ = ["register", "run"]
 
@@ -204,6 +206,8 @@ def run(args: argparse.Namespace) -> int:
         worker.config.subscribe(worker.on_config, initial=True)
         session = client.shared_session(args.ttl)
         worker.lease = session.lease_id
+        group = client.group(args.prefix + GROUP, ttl=args.ttl)
+        group.join(args.name)
         report("ready", pid=os.getpid(), lease=session.lease_id)
         leader = threading.Thread(target=worker.lead, name="demo-lead", daemon=True)
         leader.start()
@@ -211,6 +215,10 @@ def run(args: argparse.Namespace) -> int:
         if worker.leading.is_set():
             leader.join(5)  # it resigns, so the next candidate leads at once
         worker.config.stop()
+        try:
+            group.leave()
+        except errors.EtcdError as exc:
+            report("error", message=f"leave: {one_line(exc)}")
         report("bye", acked=acked)
     # Closing the client revoked the session: a campaign still waiting ended with it.
     leader.join(5)

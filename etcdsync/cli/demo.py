@@ -1,14 +1,15 @@
 """``etcdsync demo``: worker processes coordinating through etcd, a failover, a self-check.
 
 The demo starts an embedded etcd (unless ``--endpoints`` is given) and N worker
-processes (``etcdsync demo-worker``, see ``_demo_worker``).  They elect a leader, take
-turns incrementing a shared counter under a lock (each write guarded by the fencing
-token), and follow a config prefix that the demo changes while they run.  A third of
+processes (``etcdsync demo-worker``, see ``_demo_worker``).  They join a group, elect
+a leader, take turns incrementing a shared counter under a lock (each write guarded by
+the fencing token), and follow a config prefix that the demo changes while they run.  A third of
 the way in, the demo SIGKILLs the leader - preferably while it holds the lock - and
-the others take over once its session lease expires.
+the others take over once its session lease expires - which also takes it out of
+the group.
 
 Every second a status line shows who leads, who holds the lock and how many wait,
-the counter, and the config version each worker runs.  At the end the demo checks
+the counter, the group's size, and the config version each worker runs.  At the end the demo checks
 itself against etcd's own history (see ``_demo_check``) and exits 0 only if every
 check passes.
 
@@ -54,10 +55,11 @@ CONFIG_VERSIONS = 4
 def register(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     sub = commands.add_parser(
         "demo",
-        help="see workers share a lock, elect a leader and follow config, with a failover",
+        help="see workers share a lock, elect a leader, join a group and follow config, "
+        "with a failover",
         description="Start an embedded etcd (unless --endpoints is given) and worker "
-        "processes that elect a leader, increment a shared counter under a fenced lock "
-        "and follow a config that changes while they run; kill the leader mid-run; "
+        "processes that join a group, elect a leader, increment a shared counter under "
+        "a fenced lock and follow a config that changes while they run; kill the leader mid-run; "
         "show it live; check the outcome against etcd's history (exit 0 if it holds).",
     )
     sub.add_argument(
@@ -100,9 +102,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         with ExitStack() as stack:
             emit(
-                f"etcdsync demo: {args.workers} worker processes elect a leader, share a "
-                "counter under a fenced lock and follow a live config; the leader is killed "
-                "mid-run."
+                f"etcdsync demo: {args.workers} worker processes join a group, elect a "
+                "leader, share a counter under a fenced lock and follow a live config; the "
+                "leader is killed mid-run."
             )
             if args.endpoints_given:
                 endpoints = args.endpoints
