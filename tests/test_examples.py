@@ -18,14 +18,17 @@ SCRIPTS = [
     "election.py",
     "leader_worker_pool.py",
     "lock.py",
+    "lock_async.py",
     "multi_lock.py",
     "namespaces.py",
     "partitioned_workers.py",
     "prefix_cache.py",
     "quickstart.py",
+    "quickstart_async.py",
     "service_discovery.py",
     "stm_transfer.py",
     "typed_config.py",
+    "typed_config_async.py",
     "work_queue.py",
 ]
 
