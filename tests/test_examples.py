@@ -29,6 +29,7 @@ SCRIPTS = [
     "stm_transfer.py",
     "typed_config.py",
     "typed_config_async.py",
+    "web_service_async.py",
     "work_queue.py",
 ]
 
