@@ -16,6 +16,7 @@ SCRIPTS = [
     "cron_once.py",
     "delay_queue.py",
     "election.py",
+    "election_async.py",
     "leader_worker_pool.py",
     "lock.py",
     "lock_async.py",
