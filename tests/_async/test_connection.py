@@ -12,8 +12,6 @@ import asyncio
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 
@@ -22,6 +20,8 @@ from etcdsync._backends._async import sleep, spawn
 from etcdsync.testing.plugin import EtcdServerFactory
 from etcdsync.testing.proxy import FaultProxy
 from etcdsync.testing.server import EtcdServer, TLSFiles, allocate_ports
+
+from .timing import within
 
 RUN = f"{__name__}/{uuid.uuid4().hex[:8]}"
 
@@ -33,14 +33,6 @@ def _prefix(test: str) -> str:
 def _dead_endpoint() -> str:
     """A loopback port nobody listens on: connections are refused at once."""
     return f"127.0.0.1:{allocate_ports(1)[0]}"
-
-
-@contextmanager
-def _within(seconds: float) -> Iterator[None]:
-    start = time.monotonic()
-    yield
-    elapsed = time.monotonic() - start
-    assert elapsed < seconds, f"took {elapsed:.2f}s, expected < {seconds}s"
 
 
 def _background() -> set[object]:
@@ -63,7 +55,7 @@ async def test_failover_to_second_endpoint(etcd_endpoint: str) -> None:
     key = _prefix("failover") + "k"
     async with AsyncClient([dead, etcd_endpoint], timeout=5) as client:
         assert client.endpoint == dead
-        with _within(3):
+        with within(3):
             # A write is safe to send elsewhere: the refused connection never carried it.
             put = await client.put(key, "v")
             assert (await client.get(key)).value == b"v"
@@ -84,7 +76,7 @@ async def test_failover_without_retries(etcd_endpoint: str) -> None:
             await client.put(key, "v")  # the first connect prefers the first endpoint
             assert client.endpoint == proxy.endpoint
             proxy.close()  # now it refuses connections
-            with _within(3), pytest.raises(errors.ConnectionError_) as caught:
+            with within(3), pytest.raises(errors.ConnectionError_) as caught:
                 await client.get(key)
             assert caught.value.endpoint == proxy.endpoint
             assert client.endpoint == etcd_endpoint
@@ -95,7 +87,7 @@ async def test_all_endpoints_dead(etcd_endpoint: str) -> None:
     first, second = _dead_endpoint(), _dead_endpoint()
     async with AsyncClient([first, second], timeout=3) as client:
         for call in (lambda: client.get("k"), lambda: client.put("k", "v")):
-            with _within(3.5), pytest.raises(errors.ConnectionFailedError) as caught:
+            with within(3.5), pytest.raises(errors.ConnectionFailedError) as caught:
                 await call()
             error = caught.value
             assert set(error.endpoints) == {first, second}
@@ -104,7 +96,7 @@ async def test_all_endpoints_dead(etcd_endpoint: str) -> None:
             assert error.code == "UNAVAILABLE"
     # A single dead endpoint fails as fast, even with a long default deadline.
     async with AsyncClient(first, timeout=30) as client:
-        with _within(5), pytest.raises(errors.ConnectionFailedError) as caught:
+        with within(5), pytest.raises(errors.ConnectionFailedError) as caught:
             await client.get("k")
         assert caught.value.endpoints == (first,)
 
@@ -122,10 +114,10 @@ async def test_reconnects_after_restart_even_when_calls_failed_meanwhile(
         await client.put(key, "before")
         server.kill()
         for _ in range(3):
-            with _within(3), pytest.raises(errors.ConnectionError_):
+            with within(3), pytest.raises(errors.ConnectionError_):
                 await client.get(key, timeout=2)
         server.restart()  # returns once the member answers its health probe
-        with _within(5):
+        with within(5):
             # Retried until the channel connects again: a few backoff steps at most.
             put = await client.put(key, "after")
         kv = (await client.get(key)).kv
@@ -138,14 +130,14 @@ async def test_per_call_timeout_on_paused_server(etcd_server_factory: EtcdServer
         await client.put("k", "before")  # connected before the pause
         server.pause()
         try:
-            with _within(2), pytest.raises(errors.Timeout) as caught:
+            with within(2), pytest.raises(errors.Timeout) as caught:
                 await client.get("k", timeout=0.5)
             assert isinstance(caught.value, TimeoutError)
             assert caught.value.code == "DEADLINE_EXCEEDED"
-            with _within(2), pytest.raises(errors.Timeout):
+            with within(2), pytest.raises(errors.Timeout):
                 await client.put("k", "during", timeout=0.5)
             async with AsyncClient(server.endpoint, timeout=0.5) as short:
-                with _within(2), pytest.raises(errors.Timeout):
+                with within(2), pytest.raises(errors.Timeout):
                     await short.get("k")  # the client's default deadline applies too
         finally:
             server.resume()
@@ -198,7 +190,7 @@ async def test_close_during_a_call(etcd_server_factory: EtcdServerFactory) -> No
         # Whether close() lands before or during the call, the answer must be the same;
         # a moment's pause makes "during" the usual case.
         await sleep(0.2)
-        with _within(2):
+        with within(2):
             await client.close()
             assert await task.join(2)
     finally:
@@ -239,7 +231,7 @@ async def test_tls(etcd_server_factory: EtcdServerFactory, etcd_tls_files: TLSFi
     ]
     for client in refused:
         async with client:
-            with _within(4), pytest.raises(errors.ConnectionFailedError) as caught:
+            with within(4), pytest.raises(errors.ConnectionFailedError) as caught:
                 await client.get("a")
             assert caught.value.endpoints == (server.endpoint,)
     assert "secure" in server.etcdctl(f"--cacert={files.ca_file}", "get", "a")
@@ -252,7 +244,7 @@ async def test_mutual_tls(etcd_server_factory: EtcdServerFactory, etcd_tls_files
     async with AsyncClient(server.endpoint, tls=with_cert) as client:
         await _roundtrip(client, "m")
     async with AsyncClient(server.endpoint, tls=_tls(files), timeout=3) as client:
-        with _within(4), pytest.raises(errors.ConnectionFailedError):
+        with within(4), pytest.raises(errors.ConnectionFailedError):
             await client.get("m")  # no client certificate
     with pytest.raises(errors.InvalidRequest):
         AsyncClient(server.endpoint, tls=_tls(files, cert_file=files.client_cert_file))
@@ -287,17 +279,17 @@ async def test_user_password_auth(etcd_server_factory: EtcdServerFactory) -> Non
 
     async with AsyncClient(server.endpoint, user="root", password="wrong", timeout=3) as bad:
         for _ in range(2):  # the same typed error every time, quickly
-            with _within(2), pytest.raises(errors.AuthFailedError) as caught:
+            with within(2), pytest.raises(errors.AuthFailedError) as caught:
                 await bad.get("private/k")
             assert isinstance(caught.value, errors.AuthError)
 
     async with AsyncClient(server.endpoint, timeout=3) as anonymous:
-        with _within(2), pytest.raises(errors.AuthError):
+        with within(2), pytest.raises(errors.AuthError):
             await anonymous.get("pub/x")
 
     async with AsyncClient(server.endpoint, user="alice", password="alicepw") as alice:
         assert (await alice.get("pub/x")).value == b"hello"
-        with _within(2), pytest.raises(errors.PermissionDeniedError):
+        with within(2), pytest.raises(errors.PermissionDeniedError):
             await alice.put("pub/x", "mine")
         with pytest.raises(errors.PermissionDeniedError):
             await alice.get("private/k")

@@ -7,10 +7,7 @@ caller.  Canonical asyncio tests; ``tests/_sync/test_errors.py`` is generated fr
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 
@@ -18,6 +15,8 @@ from etcdsync import AsyncClient, ChannelSettings, Compare, Op, errors
 from etcdsync._methods import KV_PUT, KV_RANGE
 from etcdsync._pb import rpc_pb2 as rpc
 from etcdsync.testing.plugin import EtcdServerFactory
+
+from .timing import within
 
 RUN = f"{__name__}/{uuid.uuid4().hex[:8]}"
 
@@ -29,14 +28,6 @@ def _prefix(test: str) -> str:
     return f"{RUN}/{test}/"
 
 
-@contextmanager
-def _within(seconds: float) -> Iterator[None]:
-    start = time.monotonic()
-    yield
-    elapsed = time.monotonic() - start
-    assert elapsed < seconds, f"took {elapsed:.2f}s, expected < {seconds}s"
-
-
 async def _still_usable(client: AsyncClient, key: str) -> None:
     revision = (await client.put(key, "ok")).revision
     got = await client.get(key)
@@ -45,7 +36,7 @@ async def _still_usable(client: AsyncClient, key: str) -> None:
 
 async def test_empty_key(etcd_endpoint: str) -> None:
     async with AsyncClient(etcd_endpoint) as client:
-        with _within(FAST):
+        with within(FAST):
             for call in (
                 lambda: client.put("", "v"),
                 lambda: client.put(b"", "v"),
@@ -64,7 +55,7 @@ async def test_empty_key(etcd_endpoint: str) -> None:
                 with pytest.raises(errors.KeyEmptyError):
                     build()
         # The server's own refusal (bypassing our check) maps to the same type.
-        with _within(FAST), pytest.raises(errors.KeyEmptyError) as caught:
+        with within(FAST), pytest.raises(errors.KeyEmptyError) as caught:
             await client._conn.unary(KV_PUT, rpc.PutRequest(key=b"", value=b"v"), idempotent=False)
         assert caught.value.code == "INVALID_ARGUMENT"
         assert caught.value.details == "etcdserver: key is not provided"
@@ -105,7 +96,7 @@ async def test_wrong_types_and_bad_options(etcd_endpoint: str) -> None:
     ]
     async with AsyncClient(etcd_endpoint) as client:
         for index, call in enumerate(bad_calls):
-            with _within(FAST), pytest.raises(errors.InvalidRequest) as caught:
+            with within(FAST), pytest.raises(errors.InvalidRequest) as caught:
                 await call(client)
             assert isinstance(caught.value, ValueError), index
         for build in (
@@ -126,12 +117,12 @@ async def test_value_over_server_limit(etcd_server_factory: EtcdServerFactory) -
     # 512 KiB of slack) and its gRPC layer refuses anything larger: both are this error.
     server = etcd_server_factory(max_request_bytes=16 * 1024)
     async with AsyncClient(server.endpoint) as client:
-        with _within(FAST), pytest.raises(errors.RequestTooLargeError) as caught:
+        with within(FAST), pytest.raises(errors.RequestTooLargeError) as caught:
             await client.put("big", b"x" * (32 * 1024))
         assert caught.value.details == "etcdserver: request is too large"
-        with _within(FAST), pytest.raises(errors.RequestTooLargeError):
+        with within(FAST), pytest.raises(errors.RequestTooLargeError):
             await client.txn(success=[Op.put(f"k{i}", b"y" * 1024) for i in range(20)])
-        with _within(FAST), pytest.raises(errors.RequestTooLargeError) as caught:
+        with within(FAST), pytest.raises(errors.RequestTooLargeError) as caught:
             await client.put("huge", b"z" * (1024 * 1024))
         assert isinstance(caught.value, errors.ClientError)
         assert (await client.get("", prefix=True)).count == 0  # nothing was written
@@ -141,7 +132,7 @@ async def test_value_over_server_limit(etcd_server_factory: EtcdServerFactory) -
 async def test_value_over_client_send_limit(etcd_endpoint: str) -> None:
     key = _prefix("sendlimit") + "k"
     async with AsyncClient(etcd_endpoint) as client:
-        with _within(FAST), pytest.raises(errors.RequestTooLargeError) as caught:
+        with within(FAST), pytest.raises(errors.RequestTooLargeError) as caught:
             await client.put(key, b"x" * (3 * 1024 * 1024))
         error = caught.value
         assert error.limit == ChannelSettings().max_send_bytes
@@ -150,7 +141,7 @@ async def test_value_over_client_send_limit(etcd_endpoint: str) -> None:
         await _still_usable(client, key)
     small = ChannelSettings(max_send_bytes=1024)
     async with AsyncClient(etcd_endpoint, settings=small) as client:
-        with _within(FAST), pytest.raises(errors.RequestTooLargeError) as caught:
+        with within(FAST), pytest.raises(errors.RequestTooLargeError) as caught:
             await client.put(key, b"x" * 2048)
         assert caught.value.limit == 1024
         await _still_usable(client, key)
@@ -163,7 +154,7 @@ async def test_txn_duplicate_key(etcd_endpoint: str) -> None:
             [Op.put(p + "k", "1"), Op.put(p + "k", "2")],
             [Op.put(p + "k", "1"), Op.delete(p, prefix=True)],  # a delete overlapping a put
         ):
-            with _within(FAST), pytest.raises(errors.DuplicateKeyError):
+            with within(FAST), pytest.raises(errors.DuplicateKeyError):
                 await client.txn(success=branch)
         with pytest.raises(errors.DuplicateKeyError):
             await client.txn(failure=[Op.put(p + "k", "1"), Op.put(p + "k", "2")])
@@ -180,9 +171,9 @@ async def test_txn_too_many_ops(etcd_endpoint: str) -> None:
     # etcd's default --max-txn-ops is 128, per branch and for the compares.
     p = _prefix("many")
     async with AsyncClient(etcd_endpoint) as client:
-        with _within(FAST), pytest.raises(errors.TooManyOpsError):
+        with within(FAST), pytest.raises(errors.TooManyOpsError):
             await client.txn(success=[Op.put(f"{p}{i}", "v") for i in range(129)])
-        with _within(FAST), pytest.raises(errors.TooManyOpsError):
+        with within(FAST), pytest.raises(errors.TooManyOpsError):
             await client.txn(compare=[Compare.version(f"{p}{i}") == 0 for i in range(129)])
         assert (await client.get(p, prefix=True)).count == 0
         full = await client.txn(success=[Op.put(f"{p}{i}", "v") for i in range(128)])
@@ -196,13 +187,13 @@ async def test_unavailable_revisions(etcd_server_factory: EtcdServerFactory) -> 
         r1 = (await client.put("k", "1")).revision
         r2 = (await client.put("k", "2")).revision
         await client.compact(r2, physical=True)
-        with _within(FAST), pytest.raises(errors.CompactedError) as compacted:
+        with within(FAST), pytest.raises(errors.CompactedError) as compacted:
             await client.get("k", revision=r1)
         assert compacted.value.endpoint == server.endpoint
         assert "compacted" in str(compacted.value)
-        with _within(FAST), pytest.raises(errors.CompactedError):
+        with within(FAST), pytest.raises(errors.CompactedError):
             await client.txn(success=[Op.get("k", revision=r1)])
-        with _within(FAST), pytest.raises(errors.FutureRevisionError) as future:
+        with within(FAST), pytest.raises(errors.FutureRevisionError) as future:
             await client.get("k", revision=r2 + 10)
         assert future.value.endpoint == server.endpoint
         assert isinstance(future.value, errors.ClientError)
@@ -217,7 +208,7 @@ async def test_calls_after_close(etcd_endpoint: str) -> None:
     await client.close()
     await client.close()  # idempotent
     assert client.closed and "closed" in repr(client)
-    with _within(FAST):
+    with within(FAST):
         for call in (
             lambda: client.get(key),
             lambda: client.put(key, "v"),

@@ -19,8 +19,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -30,16 +29,10 @@ from etcdsync._backends._async import sleep, spawn
 from etcdsync.testing.plugin import EtcdServerFactory
 from etcdsync.testing.proxy import FaultProxy
 
-
-@contextmanager
-def _within(seconds: float) -> Iterator[None]:
-    start = time.monotonic()
-    yield
-    elapsed = time.monotonic() - start
-    assert elapsed < seconds, f"took {elapsed:.2f}s, expected < {seconds}s"
+from .timing import within
 
 
-async def _ends_within(seconds: float, call: Callable[[], Awaitable[Any]]) -> BaseException:
+async def _endswithin(seconds: float, call: Callable[[], Awaitable[Any]]) -> BaseException:
     """Run ``call``, which must raise within ``seconds``; return what it raised."""
     started = time.monotonic()
     try:
@@ -80,12 +73,12 @@ async def test_bad_input_raises_typed_errors_at_once(etcd_endpoint: str, prefix:
         ]
         for call in calls:
             for bad in BAD_TIMEOUTS:
-                error = await _ends_within(1, lambda: call(bad))  # noqa: B023
+                error = await _endswithin(1, lambda: call(bad))  # noqa: B023
                 assert isinstance(error, errors.InvalidRequest), (bad, error)
         for ttl in (2**63, 2**64, 0):
-            error = await _ends_within(1, lambda: etcd.grant(ttl))  # noqa: B023
+            error = await _endswithin(1, lambda: etcd.grant(ttl))  # noqa: B023
             assert isinstance(error, errors.InvalidRequest), (ttl, error)
-        error = await _ends_within(1, lambda: etcd.grant(10, lease_id=2**63))
+        error = await _endswithin(1, lambda: etcd.grant(10, lease_id=2**63))
         assert isinstance(error, errors.InvalidRequest)
         surrogate = prefix + "\ud800"
         for call in (
@@ -95,7 +88,7 @@ async def test_bad_input_raises_typed_errors_at_once(etcd_endpoint: str, prefix:
             lambda: etcd.watch(surrogate),
             lambda: etcd.delete(surrogate),
         ):
-            error = await _ends_within(1, call)
+            error = await _endswithin(1, call)
             assert isinstance(error, errors.InvalidRequest), error
             assert "UTF-8" in str(error)
         # Still usable after all of that.
@@ -120,13 +113,13 @@ async def test_inf_means_no_deadline(etcd_endpoint: str, prefix: str) -> None:
         async with AsyncClient(proxy.endpoint, timeout=0.5) as etcd:
             await etcd.get(key)  # connected
             proxy.blackhole()
-            with _within(2), pytest.raises(errors.Timeout):
+            with within(2), pytest.raises(errors.Timeout):
                 await etcd.get(key)  # the client's default deadline applies
             waiter = _start(lambda: etcd.get(key, timeout=math.inf))
             await sleep(1.0)  # the fault lasts a second: the call must still be waiting
             assert not waiter.done()
             proxy.heal()
-            with _within(3):
+            with within(3):
                 assert (await waiter.result()).value == b"2"
 
 
@@ -167,17 +160,17 @@ async def test_first_connect_skips_a_frozen_first_endpoint(etcd_endpoint: str, p
         frozen.blackhole()  # accepts connections, answers nothing: a SIGSTOPped member
         endpoints = [frozen.endpoint, etcd_endpoint]
         async with AsyncClient(endpoints, timeout=5) as etcd:
-            with _within(2):
+            with within(2):
                 await etcd.put(prefix + "k", "v")  # a write: sent once, to the live member
             assert etcd.endpoint == etcd_endpoint
         async with AsyncClient(endpoints, timeout=5) as etcd:
-            with _within(2):  # a stream as the very first call
+            with within(2):  # a stream as the very first call
                 watcher = await etcd.watch(prefix + "k", start_revision=1)
                 assert (await watcher.get(timeout=2)).events[-1].value == b"v"
             await watcher.cancel()
         # Every endpoint refused: still a fast, typed failure.
         async with AsyncClient([_dead(), _dead()], timeout=3) as etcd:
-            with _within(3.5), pytest.raises(errors.ConnectionFailedError):
+            with within(3.5), pytest.raises(errors.ConnectionFailedError):
                 await etcd.get(prefix + "k")
 
 
@@ -316,7 +309,7 @@ async def test_server_observe_survives_its_connection_dying(
                 assert first is not None and first.value == b"one"
                 proxy.reset()  # the observation's connection dies
                 await leader_client.server_proclaim(leader, "two")
-                with _within(3):
+                with within(3):
                     second = await observer.get()
                 # The leader already reported is not reported again after the reconnect.
                 assert second is not None and second.value == b"two"
@@ -345,7 +338,7 @@ async def test_auth_token_refreshed_under_live_streams(
         await sleep(TOKEN_TTL + 1.5)
         # etcd checks the stream's token at each create: refused, logged in again,
         # reopened - and every watcher of the stream re-created from where it was.
-        with _within(3):
+        with within(3):
             second = await etcd.watch("b/", prefix=True)
         assert etcd._conn.token != old_token
         await etcd.put("a/1", "x")

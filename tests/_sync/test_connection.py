@@ -13,8 +13,6 @@ import asyncio
 import threading
 import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 
@@ -23,6 +21,8 @@ from etcdsync._backends._sync import sleep, spawn
 from etcdsync.testing.plugin import EtcdServerFactory
 from etcdsync.testing.proxy import FaultProxy
 from etcdsync.testing.server import EtcdServer, TLSFiles, allocate_ports
+
+from .timing import within
 
 RUN = f"{__name__}/{uuid.uuid4().hex[:8]}"
 
@@ -34,14 +34,6 @@ def _prefix(test: str) -> str:
 def _dead_endpoint() -> str:
     """A loopback port nobody listens on: connections are refused at once."""
     return f"127.0.0.1:{allocate_ports(1)[0]}"
-
-
-@contextmanager
-def _within(seconds: float) -> Iterator[None]:
-    start = time.monotonic()
-    yield
-    elapsed = time.monotonic() - start
-    assert elapsed < seconds, f"took {elapsed:.2f}s, expected < {seconds}s"
 
 
 def _background() -> set[object]:
@@ -64,7 +56,7 @@ def test_failover_to_second_endpoint(etcd_endpoint: str) -> None:
     key = _prefix("failover") + "k"
     with Client([dead, etcd_endpoint], timeout=5) as client:
         assert client.endpoint == dead
-        with _within(3):
+        with within(3):
             # A write is safe to send elsewhere: the refused connection never carried it.
             put = client.put(key, "v")
             assert (client.get(key)).value == b"v"
@@ -85,7 +77,7 @@ def test_failover_without_retries(etcd_endpoint: str) -> None:
             client.put(key, "v")  # the first connect prefers the first endpoint
             assert client.endpoint == proxy.endpoint
             proxy.close()  # now it refuses connections
-            with _within(3), pytest.raises(errors.ConnectionError_) as caught:
+            with within(3), pytest.raises(errors.ConnectionError_) as caught:
                 client.get(key)
             assert caught.value.endpoint == proxy.endpoint
             assert client.endpoint == etcd_endpoint
@@ -96,7 +88,7 @@ def test_all_endpoints_dead(etcd_endpoint: str) -> None:
     first, second = _dead_endpoint(), _dead_endpoint()
     with Client([first, second], timeout=3) as client:
         for call in (lambda: client.get("k"), lambda: client.put("k", "v")):
-            with _within(3.5), pytest.raises(errors.ConnectionFailedError) as caught:
+            with within(3.5), pytest.raises(errors.ConnectionFailedError) as caught:
                 call()
             error = caught.value
             assert set(error.endpoints) == {first, second}
@@ -105,7 +97,7 @@ def test_all_endpoints_dead(etcd_endpoint: str) -> None:
             assert error.code == "UNAVAILABLE"
     # A single dead endpoint fails as fast, even with a long default deadline.
     with Client(first, timeout=30) as client:
-        with _within(5), pytest.raises(errors.ConnectionFailedError) as caught:
+        with within(5), pytest.raises(errors.ConnectionFailedError) as caught:
             client.get("k")
         assert caught.value.endpoints == (first,)
 
@@ -123,10 +115,10 @@ def test_reconnects_after_restart_even_when_calls_failed_meanwhile(
         client.put(key, "before")
         server.kill()
         for _ in range(3):
-            with _within(3), pytest.raises(errors.ConnectionError_):
+            with within(3), pytest.raises(errors.ConnectionError_):
                 client.get(key, timeout=2)
         server.restart()  # returns once the member answers its health probe
-        with _within(5):
+        with within(5):
             # Retried until the channel connects again: a few backoff steps at most.
             put = client.put(key, "after")
         kv = (client.get(key)).kv
@@ -139,14 +131,14 @@ def test_per_call_timeout_on_paused_server(etcd_server_factory: EtcdServerFactor
         client.put("k", "before")  # connected before the pause
         server.pause()
         try:
-            with _within(2), pytest.raises(errors.Timeout) as caught:
+            with within(2), pytest.raises(errors.Timeout) as caught:
                 client.get("k", timeout=0.5)
             assert isinstance(caught.value, TimeoutError)
             assert caught.value.code == "DEADLINE_EXCEEDED"
-            with _within(2), pytest.raises(errors.Timeout):
+            with within(2), pytest.raises(errors.Timeout):
                 client.put("k", "during", timeout=0.5)
             with Client(server.endpoint, timeout=0.5) as short:
-                with _within(2), pytest.raises(errors.Timeout):
+                with within(2), pytest.raises(errors.Timeout):
                     short.get("k")  # the client's default deadline applies too
         finally:
             server.resume()
@@ -199,7 +191,7 @@ def test_close_during_a_call(etcd_server_factory: EtcdServerFactory) -> None:
         # Whether close() lands before or during the call, the answer must be the same;
         # a moment's pause makes "during" the usual case.
         sleep(0.2)
-        with _within(2):
+        with within(2):
             client.close()
             assert task.join(2)
     finally:
@@ -240,7 +232,7 @@ def test_tls(etcd_server_factory: EtcdServerFactory, etcd_tls_files: TLSFiles) -
     ]
     for client in refused:
         with client:
-            with _within(4), pytest.raises(errors.ConnectionFailedError) as caught:
+            with within(4), pytest.raises(errors.ConnectionFailedError) as caught:
                 client.get("a")
             assert caught.value.endpoints == (server.endpoint,)
     assert "secure" in server.etcdctl(f"--cacert={files.ca_file}", "get", "a")
@@ -253,7 +245,7 @@ def test_mutual_tls(etcd_server_factory: EtcdServerFactory, etcd_tls_files: TLSF
     with Client(server.endpoint, tls=with_cert) as client:
         _roundtrip(client, "m")
     with Client(server.endpoint, tls=_tls(files), timeout=3) as client:
-        with _within(4), pytest.raises(errors.ConnectionFailedError):
+        with within(4), pytest.raises(errors.ConnectionFailedError):
             client.get("m")  # no client certificate
     with pytest.raises(errors.InvalidRequest):
         Client(server.endpoint, tls=_tls(files, cert_file=files.client_cert_file))
@@ -288,17 +280,17 @@ def test_user_password_auth(etcd_server_factory: EtcdServerFactory) -> None:
 
     with Client(server.endpoint, user="root", password="wrong", timeout=3) as bad:
         for _ in range(2):  # the same typed error every time, quickly
-            with _within(2), pytest.raises(errors.AuthFailedError) as caught:
+            with within(2), pytest.raises(errors.AuthFailedError) as caught:
                 bad.get("private/k")
             assert isinstance(caught.value, errors.AuthError)
 
     with Client(server.endpoint, timeout=3) as anonymous:
-        with _within(2), pytest.raises(errors.AuthError):
+        with within(2), pytest.raises(errors.AuthError):
             anonymous.get("pub/x")
 
     with Client(server.endpoint, user="alice", password="alicepw") as alice:
         assert (alice.get("pub/x")).value == b"hello"
-        with _within(2), pytest.raises(errors.PermissionDeniedError):
+        with within(2), pytest.raises(errors.PermissionDeniedError):
             alice.put("pub/x", "mine")
         with pytest.raises(errors.PermissionDeniedError):
             alice.get("private/k")

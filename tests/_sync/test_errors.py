@@ -8,10 +8,7 @@ caller.  Canonical asyncio tests; ``tests/_sync/test_errors.py`` is generated fr
 
 from __future__ import annotations
 
-import time
 import uuid
-from collections.abc import Iterator
-from contextlib import contextmanager
 
 import pytest
 
@@ -19,6 +16,8 @@ from etcdsync import Client, ChannelSettings, Compare, Op, errors
 from etcdsync._methods import KV_PUT, KV_RANGE
 from etcdsync._pb import rpc_pb2 as rpc
 from etcdsync.testing.plugin import EtcdServerFactory
+
+from .timing import within
 
 RUN = f"{__name__}/{uuid.uuid4().hex[:8]}"
 
@@ -30,14 +29,6 @@ def _prefix(test: str) -> str:
     return f"{RUN}/{test}/"
 
 
-@contextmanager
-def _within(seconds: float) -> Iterator[None]:
-    start = time.monotonic()
-    yield
-    elapsed = time.monotonic() - start
-    assert elapsed < seconds, f"took {elapsed:.2f}s, expected < {seconds}s"
-
-
 def _still_usable(client: Client, key: str) -> None:
     revision = (client.put(key, "ok")).revision
     got = client.get(key)
@@ -46,7 +37,7 @@ def _still_usable(client: Client, key: str) -> None:
 
 def test_empty_key(etcd_endpoint: str) -> None:
     with Client(etcd_endpoint) as client:
-        with _within(FAST):
+        with within(FAST):
             for call in (
                 lambda: client.put("", "v"),
                 lambda: client.put(b"", "v"),
@@ -65,7 +56,7 @@ def test_empty_key(etcd_endpoint: str) -> None:
                 with pytest.raises(errors.KeyEmptyError):
                     build()
         # The server's own refusal (bypassing our check) maps to the same type.
-        with _within(FAST), pytest.raises(errors.KeyEmptyError) as caught:
+        with within(FAST), pytest.raises(errors.KeyEmptyError) as caught:
             client._conn.unary(KV_PUT, rpc.PutRequest(key=b"", value=b"v"), idempotent=False)
         assert caught.value.code == "INVALID_ARGUMENT"
         assert caught.value.details == "etcdserver: key is not provided"
@@ -106,7 +97,7 @@ def test_wrong_types_and_bad_options(etcd_endpoint: str) -> None:
     ]
     with Client(etcd_endpoint) as client:
         for index, call in enumerate(bad_calls):
-            with _within(FAST), pytest.raises(errors.InvalidRequest) as caught:
+            with within(FAST), pytest.raises(errors.InvalidRequest) as caught:
                 call(client)
             assert isinstance(caught.value, ValueError), index
         for build in (
@@ -127,12 +118,12 @@ def test_value_over_server_limit(etcd_server_factory: EtcdServerFactory) -> None
     # 512 KiB of slack) and its gRPC layer refuses anything larger: both are this error.
     server = etcd_server_factory(max_request_bytes=16 * 1024)
     with Client(server.endpoint) as client:
-        with _within(FAST), pytest.raises(errors.RequestTooLargeError) as caught:
+        with within(FAST), pytest.raises(errors.RequestTooLargeError) as caught:
             client.put("big", b"x" * (32 * 1024))
         assert caught.value.details == "etcdserver: request is too large"
-        with _within(FAST), pytest.raises(errors.RequestTooLargeError):
+        with within(FAST), pytest.raises(errors.RequestTooLargeError):
             client.txn(success=[Op.put(f"k{i}", b"y" * 1024) for i in range(20)])
-        with _within(FAST), pytest.raises(errors.RequestTooLargeError) as caught:
+        with within(FAST), pytest.raises(errors.RequestTooLargeError) as caught:
             client.put("huge", b"z" * (1024 * 1024))
         assert isinstance(caught.value, errors.ClientError)
         assert (client.get("", prefix=True)).count == 0  # nothing was written
@@ -142,7 +133,7 @@ def test_value_over_server_limit(etcd_server_factory: EtcdServerFactory) -> None
 def test_value_over_client_send_limit(etcd_endpoint: str) -> None:
     key = _prefix("sendlimit") + "k"
     with Client(etcd_endpoint) as client:
-        with _within(FAST), pytest.raises(errors.RequestTooLargeError) as caught:
+        with within(FAST), pytest.raises(errors.RequestTooLargeError) as caught:
             client.put(key, b"x" * (3 * 1024 * 1024))
         error = caught.value
         assert error.limit == ChannelSettings().max_send_bytes
@@ -151,7 +142,7 @@ def test_value_over_client_send_limit(etcd_endpoint: str) -> None:
         _still_usable(client, key)
     small = ChannelSettings(max_send_bytes=1024)
     with Client(etcd_endpoint, settings=small) as client:
-        with _within(FAST), pytest.raises(errors.RequestTooLargeError) as caught:
+        with within(FAST), pytest.raises(errors.RequestTooLargeError) as caught:
             client.put(key, b"x" * 2048)
         assert caught.value.limit == 1024
         _still_usable(client, key)
@@ -164,7 +155,7 @@ def test_txn_duplicate_key(etcd_endpoint: str) -> None:
             [Op.put(p + "k", "1"), Op.put(p + "k", "2")],
             [Op.put(p + "k", "1"), Op.delete(p, prefix=True)],  # a delete overlapping a put
         ):
-            with _within(FAST), pytest.raises(errors.DuplicateKeyError):
+            with within(FAST), pytest.raises(errors.DuplicateKeyError):
                 client.txn(success=branch)
         with pytest.raises(errors.DuplicateKeyError):
             client.txn(failure=[Op.put(p + "k", "1"), Op.put(p + "k", "2")])
@@ -181,9 +172,9 @@ def test_txn_too_many_ops(etcd_endpoint: str) -> None:
     # etcd's default --max-txn-ops is 128, per branch and for the compares.
     p = _prefix("many")
     with Client(etcd_endpoint) as client:
-        with _within(FAST), pytest.raises(errors.TooManyOpsError):
+        with within(FAST), pytest.raises(errors.TooManyOpsError):
             client.txn(success=[Op.put(f"{p}{i}", "v") for i in range(129)])
-        with _within(FAST), pytest.raises(errors.TooManyOpsError):
+        with within(FAST), pytest.raises(errors.TooManyOpsError):
             client.txn(compare=[Compare.version(f"{p}{i}") == 0 for i in range(129)])
         assert (client.get(p, prefix=True)).count == 0
         full = client.txn(success=[Op.put(f"{p}{i}", "v") for i in range(128)])
@@ -197,13 +188,13 @@ def test_unavailable_revisions(etcd_server_factory: EtcdServerFactory) -> None:
         r1 = (client.put("k", "1")).revision
         r2 = (client.put("k", "2")).revision
         client.compact(r2, physical=True)
-        with _within(FAST), pytest.raises(errors.CompactedError) as compacted:
+        with within(FAST), pytest.raises(errors.CompactedError) as compacted:
             client.get("k", revision=r1)
         assert compacted.value.endpoint == server.endpoint
         assert "compacted" in str(compacted.value)
-        with _within(FAST), pytest.raises(errors.CompactedError):
+        with within(FAST), pytest.raises(errors.CompactedError):
             client.txn(success=[Op.get("k", revision=r1)])
-        with _within(FAST), pytest.raises(errors.FutureRevisionError) as future:
+        with within(FAST), pytest.raises(errors.FutureRevisionError) as future:
             client.get("k", revision=r2 + 10)
         assert future.value.endpoint == server.endpoint
         assert isinstance(future.value, errors.ClientError)
@@ -218,7 +209,7 @@ def test_calls_after_close(etcd_endpoint: str) -> None:
     client.close()
     client.close()  # idempotent
     assert client.closed and "closed" in repr(client)
-    with _within(FAST):
+    with within(FAST):
         for call in (
             lambda: client.get(key),
             lambda: client.put(key, "v"),

@@ -20,8 +20,7 @@ import math
 import os
 import time
 import warnings
-from collections.abc import Awaitable, Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
@@ -31,16 +30,10 @@ from etcdsync._backends._sync import sleep, spawn
 from etcdsync.testing.plugin import EtcdServerFactory
 from etcdsync.testing.proxy import FaultProxy
 
-
-@contextmanager
-def _within(seconds: float) -> Iterator[None]:
-    start = time.monotonic()
-    yield
-    elapsed = time.monotonic() - start
-    assert elapsed < seconds, f"took {elapsed:.2f}s, expected < {seconds}s"
+from .timing import within
 
 
-def _ends_within(seconds: float, call: Callable[[], Any]) -> BaseException:
+def _endswithin(seconds: float, call: Callable[[], Any]) -> BaseException:
     """Run ``call``, which must raise within ``seconds``; return what it raised."""
     started = time.monotonic()
     try:
@@ -81,12 +74,12 @@ def test_bad_input_raises_typed_errors_at_once(etcd_endpoint: str, prefix: str) 
         ]
         for call in calls:
             for bad in BAD_TIMEOUTS:
-                error = _ends_within(1, lambda: call(bad))  # noqa: B023
+                error = _endswithin(1, lambda: call(bad))  # noqa: B023
                 assert isinstance(error, errors.InvalidRequest), (bad, error)
         for ttl in (2**63, 2**64, 0):
-            error = _ends_within(1, lambda: etcd.grant(ttl))  # noqa: B023
+            error = _endswithin(1, lambda: etcd.grant(ttl))  # noqa: B023
             assert isinstance(error, errors.InvalidRequest), (ttl, error)
-        error = _ends_within(1, lambda: etcd.grant(10, lease_id=2**63))
+        error = _endswithin(1, lambda: etcd.grant(10, lease_id=2**63))
         assert isinstance(error, errors.InvalidRequest)
         surrogate = prefix + "\ud800"
         for call in (
@@ -96,7 +89,7 @@ def test_bad_input_raises_typed_errors_at_once(etcd_endpoint: str, prefix: str) 
             lambda: etcd.watch(surrogate),
             lambda: etcd.delete(surrogate),
         ):
-            error = _ends_within(1, call)
+            error = _endswithin(1, call)
             assert isinstance(error, errors.InvalidRequest), error
             assert "UTF-8" in str(error)
         # Still usable after all of that.
@@ -121,13 +114,13 @@ def test_inf_means_no_deadline(etcd_endpoint: str, prefix: str) -> None:
         with Client(proxy.endpoint, timeout=0.5) as etcd:
             etcd.get(key)  # connected
             proxy.blackhole()
-            with _within(2), pytest.raises(errors.Timeout):
+            with within(2), pytest.raises(errors.Timeout):
                 etcd.get(key)  # the client's default deadline applies
             waiter = _start(lambda: etcd.get(key, timeout=math.inf))
             sleep(1.0)  # the fault lasts a second: the call must still be waiting
             assert not waiter.done()
             proxy.heal()
-            with _within(3):
+            with within(3):
                 assert (waiter.result()).value == b"2"
 
 
@@ -168,17 +161,17 @@ def test_first_connect_skips_a_frozen_first_endpoint(etcd_endpoint: str, prefix:
         frozen.blackhole()  # accepts connections, answers nothing: a SIGSTOPped member
         endpoints = [frozen.endpoint, etcd_endpoint]
         with Client(endpoints, timeout=5) as etcd:
-            with _within(2):
+            with within(2):
                 etcd.put(prefix + "k", "v")  # a write: sent once, to the live member
             assert etcd.endpoint == etcd_endpoint
         with Client(endpoints, timeout=5) as etcd:
-            with _within(2):  # a stream as the very first call
+            with within(2):  # a stream as the very first call
                 watcher = etcd.watch(prefix + "k", start_revision=1)
                 assert (watcher.get(timeout=2)).events[-1].value == b"v"
             watcher.cancel()
         # Every endpoint refused: still a fast, typed failure.
         with Client([_dead(), _dead()], timeout=3) as etcd:
-            with _within(3.5), pytest.raises(errors.ConnectionFailedError):
+            with within(3.5), pytest.raises(errors.ConnectionFailedError):
                 etcd.get(prefix + "k")
 
 
@@ -317,7 +310,7 @@ def test_server_observe_survives_its_connection_dying(
                 assert first is not None and first.value == b"one"
                 proxy.reset()  # the observation's connection dies
                 leader_client.server_proclaim(leader, "two")
-                with _within(3):
+                with within(3):
                     second = observer.get()
                 # The leader already reported is not reported again after the reconnect.
                 assert second is not None and second.value == b"two"
@@ -346,7 +339,7 @@ def test_auth_token_refreshed_under_live_streams(
         sleep(TOKEN_TTL + 1.5)
         # etcd checks the stream's token at each create: refused, logged in again,
         # reopened - and every watcher of the stream re-created from where it was.
-        with _within(3):
+        with within(3):
             second = etcd.watch("b/", prefix=True)
         assert etcd._conn.token != old_token
         etcd.put("a/1", "x")
