@@ -79,6 +79,9 @@ _RECOVERY_POLL = 0.025
 # earlier endpoint still connecting is preferred over a later one already connected.
 _RACE_POLL = 0.01
 _RACE_PREFERENCE = 0.1
+# How long a second close() waits for the first (which bounds each of its revokes):
+# bounded so a close from a signal handler that interrupted the first cannot hang.
+_SECOND_CLOSE_WAIT = 30.0
 # Stream metadata asking the member to end the stream when it has no leader.
 REQUIRE_LEADER = (("hasleader", "true"),)
 
@@ -135,6 +138,9 @@ class AsyncConnection:
         self._callables: dict[tuple[str, str], Any] = {}
         self._auth_lock = Lock()
         self._closed = False
+        # close() in progress: a second caller waits for the first to finish (below).
+        self._closing = False
+        self._close_done = Event()
         self._pid = os.getpid()
         self._close_hooks: list[Callable[[], Awaitable[None]]] = []
         self._closing_hooks: list[Callable[[], Awaitable[None]]] = []
@@ -774,6 +780,12 @@ class AsyncConnection:
         """
         if self._closed:
             return
+        if self._closing and not self.forked:
+            # Another thread or task is closing: wait until it has finished, so this
+            # caller neither returns early nor closes the channels under its revokes
+            # (a CLI closes from its signal thread while its main thread closes too).
+            await wait_event(self._close_done, _SECOND_CLOSE_WAIT)
+            return
         if self.forked:
             self._closed = True
             _INHERITED.extend((self._channels, self._shared, self._close_hooks))
@@ -781,6 +793,13 @@ class AsyncConnection:
             self._callables.clear()
             self._close_hooks, self._closing_hooks = [], []
             return
+        self._closing = True
+        try:
+            await self._close_everything()
+        finally:
+            self._close_done.set()
+
+    async def _close_everything(self) -> None:
         closing, self._closing_hooks = self._closing_hooks, []
         for hook in closing:
             await hook()

@@ -16,7 +16,7 @@ import uuid
 import pytest
 
 from etcdsync import AsyncClient, TLSConfig, errors
-from etcdsync._backends._async import sleep, spawn
+from etcdsync._backends._async import Event, sleep, spawn, wait_event
 from etcdsync.testing.plugin import EtcdServerFactory
 from etcdsync.testing.proxy import FaultProxy
 from etcdsync.testing.server import EtcdServer, TLSFiles, allocate_ports
@@ -196,6 +196,34 @@ async def test_close_during_a_call(etcd_server_factory: EtcdServerFactory) -> No
     finally:
         server.resume()
     assert len(outcome) == 1 and isinstance(outcome[0], errors.ClientClosedError), outcome
+
+
+async def test_a_second_close_waits_for_the_first(etcd_endpoint: str) -> None:
+    """Two closers at once (a CLI closes from its signal thread while its main thread
+    closes too): the second returns only once the first has revoked the sessions, so
+    it can neither close the channels under that revoke nor report "closed" early."""
+    key = _prefix("close-twice") + "lock"
+    client = AsyncClient(etcd_endpoint)
+    await client.lock(key).acquire()  # a key on the client's shared session
+    entered, gate, second_done = Event(), Event(), Event()
+
+    async def slow_closing_hook() -> None:
+        entered.set()
+        await wait_event(gate, 10)
+
+    async def close_and_note() -> None:
+        await client.close()
+        second_done.set()
+
+    client._conn.on_closing(slow_closing_hook)
+    first = spawn(client.close, name="first-close")
+    assert await wait_event(entered, 10)
+    second = spawn(close_and_note, name="second-close")
+    assert not await wait_event(second_done, 0.3), "the second close() did not wait"
+    gate.set()
+    assert await wait_event(second_done, 10) and await first.join(10) and await second.join(10)
+    async with AsyncClient(etcd_endpoint) as observer:
+        assert (await observer.get(key, prefix=True, count_only=True)).count == 0
 
 
 # --- TLS ------------------------------------------------------------------------------

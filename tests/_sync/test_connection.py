@@ -17,7 +17,7 @@ import uuid
 import pytest
 
 from etcdsync import Client, TLSConfig, errors
-from etcdsync._backends._sync import sleep, spawn
+from etcdsync._backends._sync import Event, sleep, spawn, wait_event
 from etcdsync.testing.plugin import EtcdServerFactory
 from etcdsync.testing.proxy import FaultProxy
 from etcdsync.testing.server import EtcdServer, TLSFiles, allocate_ports
@@ -197,6 +197,34 @@ def test_close_during_a_call(etcd_server_factory: EtcdServerFactory) -> None:
     finally:
         server.resume()
     assert len(outcome) == 1 and isinstance(outcome[0], errors.ClientClosedError), outcome
+
+
+def test_a_second_close_waits_for_the_first(etcd_endpoint: str) -> None:
+    """Two closers at once (a CLI closes from its signal thread while its main thread
+    closes too): the second returns only once the first has revoked the sessions, so
+    it can neither close the channels under that revoke nor report "closed" early."""
+    key = _prefix("close-twice") + "lock"
+    client = Client(etcd_endpoint)
+    client.lock(key).acquire()  # a key on the client's shared session
+    entered, gate, second_done = Event(), Event(), Event()
+
+    def slow_closing_hook() -> None:
+        entered.set()
+        wait_event(gate, 10)
+
+    def close_and_note() -> None:
+        client.close()
+        second_done.set()
+
+    client._conn.on_closing(slow_closing_hook)
+    first = spawn(client.close, name="first-close")
+    assert wait_event(entered, 10)
+    second = spawn(close_and_note, name="second-close")
+    assert not wait_event(second_done, 0.3), "the second close() did not wait"
+    gate.set()
+    assert wait_event(second_done, 10) and first.join(10) and second.join(10)
+    with Client(etcd_endpoint) as observer:
+        assert (observer.get(key, prefix=True, count_only=True)).count == 0
 
 
 # --- TLS ------------------------------------------------------------------------------
