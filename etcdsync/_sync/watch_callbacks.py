@@ -158,6 +158,13 @@ class CallbackDispatcher:
                 if self._ready:
                     feed: _Feed | None = self._ready.popleft()
                     self._busy[token] = time.monotonic()
+                    if self._ready and not self._idle and not self._armed:
+                        # More work waits and nobody is free.  It may have been queued
+                        # while this worker still counted as idle (woken, not yet
+                        # here), which woke nobody else: the supervisor must time this
+                        # callback, or that work would wait until it returns.
+                        self._armed = True
+                        self._supervisor_wake.set()
                 elif self._feeds == 0 or self._idle > 0:
                     # Nothing left to serve, or another worker already waits: end.
                     self._workers -= 1
