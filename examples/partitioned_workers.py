@@ -9,7 +9,11 @@ through a lease-bound owner key that no other worker can create while it exists.
 The workers process their shards with guarded writes (``guarded_txn(shard, ...)``),
 which etcd applies only while the writer still owns the shard.  A worker that stops
 hands its shards over (``RELEASED`` first, then its keys go); a new worker takes its
-share from the others.  Everything lives in a fresh namespace, deleted at the end.
+share from the others.  Each worker's member id is its name (``member_id=``), so the
+shares are the same on every run; the example waits until every shard is owned by its
+rendezvous owner among the live workers (``rendezvous_owner``) - the protocol's own
+definition of "settled", which also holds when a worker's share is empty.  Everything
+lives in a fresh namespace, deleted at the end.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import uuid
 from collections.abc import Callable
 
 from etcdsync import Client, Namespace, Op, OwnershipChange, OwnershipChangeType, errors
+from etcdsync.group_types import rendezvous_owner
 from etcdsync.testing import endpoint_or_embedded
 
 SHARDS = [f"shard-{i:02d}" for i in range(12)]
@@ -45,12 +50,17 @@ class Board:
         return on_change
 
     def wait_for(self, workers: set[str], timeout: float = 20) -> dict[str, list[str]]:
-        """Wait until every shard is owned and only ``workers`` own shards."""
+        """Wait until every shard is owned by its rendezvous owner among ``workers``.
+
+        Not "until every worker owns a shard": rendezvous hashing may give a worker no
+        shard at all (12 shards over 3 random member ids: about 2% of the time), and such
+        a worker never reports anything.  No lease has to expire here (workers stop
+        cleanly), so a settle is a watch delivery plus a release and a create per moved
+        shard, each retried with at most 5 s of backoff: 20 s leaves room for a loaded host.
+        """
+        expected = {shard: rendezvous_owner(shard, workers) for shard in SHARDS}
         with self.changed:
-            settled = self.changed.wait_for(
-                lambda: set(self.owners) == set(SHARDS) and set(self.owners.values()) == workers,
-                timeout,
-            )
+            settled = self.changed.wait_for(lambda: self.owners == expected, timeout)
             assert settled, f"shards not spread over {sorted(workers)}: {self.owners}"
             return {w: sorted(s for s, o in self.owners.items() if o == w) for w in sorted(workers)}
 
@@ -60,7 +70,8 @@ class Worker:
 
     def __init__(self, etcd: Namespace, name: str, board: Board) -> None:
         self.name = name
-        self.part = etcd.partitioner("shards", SHARDS, ttl=5, value=name)
+        # The member id names the worker: shares are rendezvous-hashed over member ids.
+        self.part = etcd.partitioner("shards", SHARDS, ttl=5, member_id=name, value=name)
         self.part.add_callback(board.callback(name))
         self.etcd = etcd
         self.stopping = threading.Event()
@@ -86,23 +97,32 @@ class Worker:
         self.thread.join(30)
 
 
-def run(endpoint: str) -> None:
+# The first three start, the second stops, the fourth joins.  Any names work; the
+# example tests also run names that give a worker an empty share.
+NAMES = ("worker-0", "worker-1", "worker-2", "worker-3")
+
+
+def show(shares: dict[str, list[str]]) -> None:
+    for name, shards in shares.items():
+        print(f"  {name} owns {len(shards)} shards: {', '.join(shards) or '-'}")
+
+
+def run(endpoint: str, names: tuple[str, str, str, str] = NAMES) -> None:
+    first, leaving, third, joining = names
     run_prefix = f"examples/partitioned_workers/{uuid.uuid4().hex[:8]}/"
     with Client(endpoint) as client:
         etcd = client.namespace(run_prefix)  # every key of this run under its prefix
         board = Board()
-        workers = [Worker(etcd, f"worker-{i}", board) for i in range(3)]
+        workers = [Worker(etcd, name, board) for name in (first, leaving, third)]
         try:
-            for name, shards in board.wait_for({w.name for w in workers}).items():
-                print(f"{name} owns {', '.join(shards)}")
-            print("worker-1 stops: its shards are handed over")
+            print(f"{first}, {leaving} and {third} start")
+            show(board.wait_for({first, leaving, third}))
+            print(f"{leaving} stops: its shards are handed over")
             workers[1].stop()
-            for name, shards in board.wait_for({"worker-0", "worker-2"}).items():
-                print(f"  {name} owns {len(shards)} shards")
-            print("worker-3 joins: it takes its share")
-            workers.append(Worker(etcd, "worker-3", board))
-            for name, shards in board.wait_for({"worker-0", "worker-2", "worker-3"}).items():
-                print(f"  {name} owns {len(shards)} shards")
+            show(board.wait_for({first, third}))
+            print(f"{joining} joins: it takes its share")
+            workers.append(Worker(etcd, joining, board))
+            show(board.wait_for({first, third, joining}))
         finally:
             for worker in workers:
                 worker.stop()

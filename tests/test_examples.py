@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
 import subprocess
 import sys
 from pathlib import Path
+from types import ModuleType
 
 import pytest
+
+from etcdsync.group_types import rendezvous_owner
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -46,3 +50,33 @@ def test_example_runs(script: str, etcd_endpoint: str) -> None:
     )
     assert result.returncode == 0, f"{script} failed:\n{result.stdout}\n{result.stderr}"
     assert result.stdout.strip(), f"{script} printed nothing"
+
+
+def _load_example(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(f"example_{name}", EXAMPLES / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_partitioned_workers_settles_with_an_empty_share(
+    etcd_endpoint: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Rendezvous hashing may give a worker no shard (about 2% of random 3-member sets):
+    the example waited for every worker to own one and timed out.  These names give the
+    first worker no shard among the three, and the joiner none among the final three."""
+    example = _load_example("partitioned_workers")
+    names = ("worker-0", "worker-1", "worker-31", "worker-6978")
+    shards = example.SHARDS
+
+    def owners(members: tuple[str, ...]) -> set[str | None]:
+        return {rendezvous_owner(shard, members) for shard in shards}
+
+    assert "worker-0" not in owners(names[:3])
+    assert "worker-6978" not in owners((names[0], names[2], names[3]))
+    example.run(etcd_endpoint, names)
+    out = capsys.readouterr().out
+    assert "worker-0 owns 0 shards" in out
+    assert "worker-6978 owns 0 shards" in out
+    assert "left under the partitioner: 0" in out
