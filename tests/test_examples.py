@@ -17,6 +17,7 @@ EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 # One entry per example script; each takes the etcd endpoint as its only argument.
 SCRIPTS = [
     "config_watcher.py",
+    "config_watcher_async.py",
     "cron_once.py",
     "delay_queue.py",
     "election.py",
