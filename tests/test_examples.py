@@ -19,6 +19,7 @@ SCRIPTS = [
     "config_watcher.py",
     "config_watcher_async.py",
     "cron_once.py",
+    "cron_once_async.py",
     "delay_queue.py",
     "election.py",
     "election_async.py",
