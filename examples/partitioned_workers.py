@@ -112,27 +112,31 @@ def run(endpoint: str, names: tuple[str, str, str, str] = NAMES) -> None:
     run_prefix = f"examples/partitioned_workers/{uuid.uuid4().hex[:8]}/"
     with Client(endpoint) as client:
         etcd = client.namespace(run_prefix)  # every key of this run under its prefix
-        board = Board()
-        workers = [Worker(etcd, name, board) for name in (first, leaving, third)]
         try:
-            print(f"{first}, {leaving} and {third} start")
-            show(board.wait_for({first, leaving, third}))
-            print(f"{leaving} stops: its shards are handed over")
-            workers[1].stop()
-            show(board.wait_for({first, third}))
-            print(f"{joining} joins: it takes its share")
-            workers.append(Worker(etcd, joining, board))
-            show(board.wait_for({first, third, joining}))
+            board = Board()
+            workers = [Worker(etcd, name, board) for name in (first, leaving, third)]
+            try:
+                print(f"{first}, {leaving} and {third} start")
+                show(board.wait_for({first, leaving, third}))
+                print(f"{leaving} stops: its shards are handed over")
+                workers[1].stop()
+                show(board.wait_for({first, third}))
+                print(f"{joining} joins: it takes its share")
+                workers.append(Worker(etcd, joining, board))
+                show(board.wait_for({first, third, joining}))
+            finally:
+                for worker in workers:
+                    worker.stop()
+            progress = etcd.get("progress/", prefix=True)
+            total = sum(int(kv.value) for kv in progress.kvs)
+            print(f"{total} guarded writes over {len(progress.kvs)} shards; none owned twice")
+            print(
+                "left under the partitioner:",
+                etcd.get("shards/", prefix=True, count_only=True).count,
+            )
         finally:
-            for worker in workers:
-                worker.stop()
-        progress = etcd.get("progress/", prefix=True)
-        total = sum(int(kv.value) for kv in progress.kvs)
-        print(f"{total} guarded writes over {len(progress.kvs)} shards; none owned twice")
-        print(
-            "left under the partitioner:", etcd.get("shards/", prefix=True, count_only=True).count
-        )
-        client.delete(run_prefix, prefix=True)
+            # Only this run's keys, even when a wait above failed.
+            client.delete(run_prefix, prefix=True)
 
 
 if __name__ == "__main__":
