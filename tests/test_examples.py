@@ -38,6 +38,7 @@ SCRIPTS = [
     "typed_config_async.py",
     "web_service_async.py",
     "work_queue.py",
+    "work_queue_async.py",
 ]
 
 
