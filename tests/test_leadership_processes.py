@@ -84,8 +84,9 @@ def _sync_stoppable(endpoint: str, name: str, ident: str) -> None:
         election = etcd.election(name, ttl=30)
 
         def work(term: Term) -> None:
-            _say("LEADER", ident, term.revision)
+            # Inside the try: the signal may interrupt the work right after the print.
             try:
+                _say("LEADER", ident, term.revision)
                 term.lost.wait()
             finally:
                 _say("INTERRUPTED")
@@ -100,8 +101,8 @@ async def _async_stoppable(endpoint: str, name: str, ident: str) -> None:
         election = etcd.election(name, ttl=30)
 
         async def work(term: AsyncTerm) -> None:
-            _say("LEADER", ident, term.revision)
             try:
+                _say("LEADER", ident, term.revision)
                 await term.wait_lost()
             finally:
                 _say("INTERRUPTED")
