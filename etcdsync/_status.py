@@ -162,15 +162,8 @@ def safe_to_retry(exc: BaseException, *, idempotent: bool) -> bool:
         return False
     if code is grpc.StatusCode.UNAVAILABLE or broken_transport(exc):
         return True
-    return details in {
-        "etcdserver: leader changed",
-        "etcdserver: no leader",
-        "etcdserver: request timed out",
-        "etcdserver: request timed out, possibly due to previous leader failure",
-        "etcdserver: request timed out, possibly due to connection lost",
-        "etcdserver: server stopped",
-        "etcdserver: rpc not supported for learner",
-    }
+    # A member that could not serve in time or without a leader: ask another one.
+    return details in _MEMBER_FAILED_MESSAGES
 
 
 def is_auth_token_error(exc: BaseException) -> bool:
@@ -216,6 +209,36 @@ def lost_connection(error: errors.EtcdError) -> bool:
         and error.code in ("UNAVAILABLE", "INTERNAL")
         and not details.startswith(("etcdserver:", "election:"))
     )
+
+
+# A member's own answers that it could not serve the request in time or without a
+# leader: cut off from its peers, it holds a write until etcd's request timeout
+# (5 s + 2 election timeouts) and then answers with one of these.  etcd 3.5 sends
+# its Go context's "context deadline exceeded" with code UNKNOWN, not DEADLINE_EXCEEDED.
+_MEMBER_FAILED_MESSAGES = frozenset(
+    {
+        "context deadline exceeded",
+        "etcdserver: request timed out",
+        "etcdserver: request timed out, possibly due to previous leader failure",
+        "etcdserver: request timed out, possibly due to connection lost",
+        "etcdserver: leader changed",
+        "etcdserver: no leader",
+        "etcdserver: server stopped",
+        "etcdserver: unhealthy cluster",
+        "etcdserver: rpc not supported for learner",
+    }
+)
+
+
+def member_failed(exc: BaseException) -> bool:
+    """True when a call's failure says its member cannot serve now: unreachable
+    (UNAVAILABLE), silent until the deadline (DEADLINE_EXCEEDED), or answering that
+    its own request deadline passed or that it has no leader.  The following calls
+    should go to another member."""
+    code, details = status_of(exc)
+    if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        return True
+    return details in _MEMBER_FAILED_MESSAGES
 
 
 def translate(exc: BaseException, *, endpoint: str | None = None) -> errors.EtcdError:

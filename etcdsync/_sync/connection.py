@@ -477,14 +477,15 @@ class Connection:
         return _status.safe_to_retry(exc, idempotent=idempotent)
 
     def _recover_from(self, exc: BaseException, endpoint: str) -> None:
-        code, _ = _status.status_of(exc)
         # A deadline that passes without any answer is what a frozen member (SIGSTOP,
         # a stalled disk) or a silent network path looks like: its TCP connection
         # stays up, so gRPC reports nothing else until keepalive pings time out.  The
         # failed call is not repeated (its outcome is unknown), but the following
         # calls go to the next member.  On a healthy cluster that costs nothing: every
-        # member serves every request.
-        if code in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+        # member serves every request.  A member cut off from its peers answers alike
+        # once etcd's own request timeout passes ("context deadline exceeded", code
+        # UNKNOWN, or "etcdserver: request timed out"), as does one without a leader.
+        if _status.member_failed(exc):
             self.failover(endpoint)
 
     def _retry(

@@ -6,6 +6,11 @@ serializable reads, from its own, older state.  A client that already saw a newe
 revision and fails over to it must never go back in time: it reads again on another
 member, or raises StaleReadError.
 
+Scenario A2: a member cut off from its peers holds a write until etcd's own request
+timeout and then answers with a deadline error of its own ("context deadline
+exceeded", code UNKNOWN on etcd 3.5).  That answer counts as a failed member, as a
+client-side deadline does: the next call is served by another member at once.
+
 Scenario B: the member streaming a snapshot, or serving a server-side election
 observation, is killed mid-stream: the snapshot starts over on another member and is
 complete and valid; the observation goes on elsewhere and reports the next leader
@@ -135,6 +140,95 @@ def _guard_async_runner(
     cluster: EtcdCluster, endpoints: list[str], good: int, other: int
 ) -> dict[str, Any]:
     return asyncio.run(_guard_async(cluster, endpoints, good, other))
+
+
+# etcd's request timeout with the harness's 500 ms election timeout: 5 s + 2 x 0.5 s.
+SERVER_REQUEST_TIMEOUT = 6.0
+# The client's deadline: longer, so the cut-off member's own answer comes first.
+CLIENT_DEADLINE = 9.0
+
+
+@pytest.mark.timeout(90)
+@pytest.mark.parametrize("flavour", ["sync", "async"])
+def test_server_reported_deadline_moves_the_client(
+    proxied_cluster: EtcdCluster, flavour: str
+) -> None:
+    """Scenario A2 (both flavours)."""
+    cluster = proxied_cluster
+    cut, leader, _ = _roles(cluster)
+    endpoints = endpoints_first(cluster.endpoints, cut)
+    cluster.member_id(cut)  # looked up now, so the partition itself is instant
+    cluster.partition(cut)
+    # Leaderless, the member holds a proposal until etcd's request timeout and answers
+    # with its context's error (with a leader still believed in, it answers "request
+    # timed out": that one already moved the client).
+    started = time.monotonic()
+    while cluster[cut].metrics().get("etcd_server_has_leader") != 0.0:
+        assert time.monotonic() - started < 10, "the cut-off member kept its leader"
+        time.sleep(0.02)
+    run = _moves_sync if flavour == "sync" else _moves_async_runner
+    outcome = run(endpoints)
+    first = outcome["first"]
+    # The member answered by itself, before the client's deadline passed.
+    assert first["error"] in ("Timeout", "Unavailable"), first
+    assert first["elapsed"] < CLIENT_DEADLINE - 0.5, first
+    assert first["endpoint"] == cluster.endpoints[cut]
+    # The next call went elsewhere and was served well within etcd's request timeout
+    # (on the cut-off member it would have waited that long again).
+    after = outcome["next"]
+    assert after["endpoint"] != cluster.endpoints[cut], outcome
+    assert after["elapsed"] < SERVER_REQUEST_TIMEOUT - 1.0, outcome
+    with client([cluster.endpoints[leader]]) as check:
+        assert check.get("a2/k").value == b"after"
+    report(
+        f"server-reported deadline ({flavour}): the cut-off member answered "
+        f"{first['code']} {first['details']!r} after {first['elapsed']:.2f} s; the next "
+        f"put was served by another member in {after['elapsed']:.2f} s"
+    )
+
+
+def _moves_sync(endpoints: list[str]) -> dict[str, Any]:
+    outcome: dict[str, Any] = {}
+    with client(endpoints, timeout=CLIENT_DEADLINE) as etcd:
+        started = time.monotonic()
+        try:
+            etcd.put("a2/k", "before")
+            outcome["first"] = {"error": "none"}
+        except errors.EtcdError as exc:
+            outcome["first"] = _failure(exc, started)
+        started = time.monotonic()
+        etcd.put("a2/k", "after")
+        outcome["next"] = {"elapsed": time.monotonic() - started, "endpoint": etcd.endpoint}
+    return outcome
+
+
+async def _moves_async(endpoints: list[str]) -> dict[str, Any]:
+    outcome: dict[str, Any] = {}
+    async with AsyncClient(endpoints, timeout=CLIENT_DEADLINE, settings=SETTINGS) as etcd:
+        started = time.monotonic()
+        try:
+            await etcd.put("a2/k", "before")
+            outcome["first"] = {"error": "none"}
+        except errors.EtcdError as exc:
+            outcome["first"] = _failure(exc, started)
+        started = time.monotonic()
+        await etcd.put("a2/k", "after")
+        outcome["next"] = {"elapsed": time.monotonic() - started, "endpoint": etcd.endpoint}
+    return outcome
+
+
+def _moves_async_runner(endpoints: list[str]) -> dict[str, Any]:
+    return asyncio.run(_moves_async(endpoints))
+
+
+def _failure(exc: errors.EtcdError, started: float) -> dict[str, Any]:
+    return {
+        "error": type(exc).__name__,
+        "code": exc.code,
+        "details": exc.details,
+        "elapsed": time.monotonic() - started,
+        "endpoint": exc.endpoint,
+    }
 
 
 class _KillAfter(io.BytesIO):
