@@ -27,6 +27,7 @@ SCRIPTS = [
     "lock.py",
     "lock_async.py",
     "multi_lock.py",
+    "multi_lock_async.py",
     "namespaces.py",
     "partitioned_workers.py",
     "prefix_cache.py",
