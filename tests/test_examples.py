@@ -31,6 +31,7 @@ SCRIPTS = [
     "namespaces.py",
     "partitioned_workers.py",
     "prefix_cache.py",
+    "prefix_cache_async.py",
     "quickstart.py",
     "quickstart_async.py",
     "service_discovery.py",
