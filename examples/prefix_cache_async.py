@@ -58,14 +58,15 @@ async def main(endpoint: str) -> None:
                 await admin.put(prefix + "dark-mode", "on")
                 await admin.txn([], [Op.put(prefix + "new-ui", "on"), Op.delete(prefix + "beta")])
                 await admin.put(prefix + "kill-switch", "off")
-                snap = await flags.wait_for(lambda s: prefix + "kill-switch" in s, timeout=5)
+                kill_switch = (prefix + "kill-switch").encode()  # snapshot keys are bytes
+                snap = await flags.wait_for(lambda s: kill_switch in s, timeout=5)
                 names = {k.decode().rsplit("/", 1)[1]: v.value.decode() for k, v in snap.items()}
                 print(f"kill-switch seen at revision {snap.revision}:", names)
                 await asyncio.wait_for(done.wait(), 5)
                 assert [e.type for e in heard].count(CacheEventType.REMOVED) == 1, heard
                 print("stream:  ", ", ".join(await asyncio.wait_for(stream, 5)))
-                kv = flags.get(prefix + "dark-mode")
-                print("dark-mode is", kv.value.decode() if kv else None, "- read locally")
+                dark = flags.get(prefix + "dark-mode")
+                print("dark-mode is", dark.value.decode() if dark else None, "- read locally")
         finally:
             deleted = await admin.delete(prefix.split("flags/")[0], prefix=True)
             print(f"cleaned up {deleted.deleted} key(s)")
