@@ -36,6 +36,7 @@ SCRIPTS = [
     "quickstart_async.py",
     "service_discovery.py",
     "stm_transfer.py",
+    "stm_transfer_async.py",
     "typed_config.py",
     "typed_config_async.py",
     "web_service_async.py",
