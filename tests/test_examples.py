@@ -21,6 +21,7 @@ SCRIPTS = [
     "cron_once.py",
     "cron_once_async.py",
     "delay_queue.py",
+    "delay_queue_async.py",
     "election.py",
     "election_async.py",
     "leader_worker_pool.py",
