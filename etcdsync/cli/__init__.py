@@ -31,6 +31,7 @@ from ._common import (
     add_connection_options,
     one_line,
 )
+from ._logging import setup_logging
 from .config import register as _register_config
 from .demo import register as _register_demo
 from .demo import register_worker as _register_demo_worker
@@ -91,21 +92,39 @@ def _subcommand(argv: Sequence[str]) -> str | None:
     return None
 
 
+_LOCK_COMMAND_HINT = "a command to run goes after `--`: etcdsync lock NAME [options] -- COMMAND"
+
+
 def _parse(parser: argparse.ArgumentParser, argv: list[str]) -> argparse.Namespace:
+    if _subcommand(argv) != "lock":
+        return parser.parse_args(argv)
     # ``lock NAME [options] -- COMMAND ARGS...``: argparse cannot take a free-form
     # command line after its own positionals, so the tail is split off first.
-    if _subcommand(argv) == "lock" and "--" in argv:
+    if "--" in argv:
         cut = argv.index("--")
         args = parser.parse_args(argv[:cut])
         args.command = argv[cut + 1 :]
+        if not args.command:
+            # Holding the lock silently until interrupted is not what `--` asked for.
+            args.subparser.error(
+                "nothing after `--`: give the COMMAND to run, or leave `--` out to "
+                "hold the lock until interrupted"
+            )
         return args
-    return parser.parse_args(argv)
+    # Without `--`, words after NAME are most likely a command that forgot it
+    # (`etcdsync lock backups ./backup.sh`): say so, under the lock's own usage.
+    args, extra = parser.parse_known_args(argv)
+    if extra:
+        hint = "" if all(word.startswith("-") for word in extra) else f" ({_LOCK_COMMAND_HINT})"
+        args.subparser.error(f"unrecognized arguments: {' '.join(extra)}{hint}")
+    return args
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the ``etcdsync`` command line; returns the exit code."""
     parser = build_parser()
     arguments = list(sys.argv[1:] if argv is None else argv)
+    setup_logging()
     try:
         args = _parse(parser, arguments)
     except SystemExit as exc:  # argparse: --help, --version, or a usage error

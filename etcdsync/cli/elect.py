@@ -29,6 +29,7 @@ from ._common import (
     open_client,
     positive_int,
 )
+from ._logging import reported_by_command
 
 __all__ = ["register", "run"]
 
@@ -70,6 +71,7 @@ def _describe(kv: KeyValue) -> str:
 def run(args: argparse.Namespace) -> int:
     if args.listen == (args.proposal is not None):
         raise UsageError("give either a PROPOSAL to campaign with, or --listen")
+    reported_by_command("lost")  # said once, as this command's error (exit 3)
     restore = interrupts_raise()
     try:
         with open_client(args) as client:
@@ -105,8 +107,12 @@ def _campaign(args: argparse.Namespace, client: Client, election: Election) -> i
         election.resign()
         info(f"resigned from {args.name!r}")
         return EXIT_OK
-    reason = one_line(election.lost_error) if election.lost_error else "lost"
-    raise CliError(f"leadership of {args.name!r} lost: {reason}", EXIT_LOST)
+    # The error names the election and says why ("leadership of 'e1' lost: session
+    # ended"); the library's own record of the loss is not shown (reported_by_command).
+    error = election.lost_error
+    raise CliError(
+        one_line(error) if error is not None else f"leadership of {args.name!r} lost", EXIT_LOST
+    )
 
 
 def _listen(election: Election) -> int:

@@ -35,6 +35,7 @@ from ._common import (
     positive_int,
     seconds,
 )
+from ._logging import reported_by_command
 from ._process import Child, Received, SignalRelay
 
 __all__ = ["register", "run"]
@@ -120,6 +121,7 @@ class _State:
 
 
 def run(args: argparse.Namespace) -> int:
+    reported_by_command("lost")  # said once, by _run_command or _hold (exit 3)
     state = _State()
     with SignalRelay(state.on_signal):
         client = open_client(args)

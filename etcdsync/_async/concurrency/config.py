@@ -27,6 +27,7 @@ from ..._backends._async import Event, StateLock, Task, run_callback, spawn, wai
 from ..._callbacks import call_callback
 from ..._deadline import Deadline
 from ..._keys import to_key
+from ..._logfields import fields, loss_level
 from ...codecs import DEFAULT_DECODER, Decoder, resolve_decoder
 from ...config_model_types import error_keys, resolve_model
 from ...config_types import ConfigSnapshot, Validator
@@ -329,7 +330,12 @@ class AsyncConfigWatcher:
                 continue
             if reloading:
                 delay = _BACKOFF_START
-                log.info("config %r reloaded at revision %d", self.prefix, self._mirror.revision)
+                log.info(
+                    "config %r reloaded at revision %d",
+                    self.prefix,
+                    self._mirror.revision,
+                    extra=fields("config", self.prefix, event="reloaded"),
+                )
             if changed:
                 self._evaluate(self._mirror.revision)
 
@@ -353,10 +359,12 @@ class AsyncConfigWatcher:
     def _report(self, error: errors.EtcdError) -> None:
         self.last_error = error
         self.errors.append(error)
+        extra = fields("config", self.prefix, event="error")
         if isinstance(error, errors.ConfigValidationError):
-            log.warning("%s", error)  # its message names the prefix already
+            # Its message names the prefix already.
+            log.warning("%s", error, extra=extra)
         else:
-            log.warning("config %r: %s", self.prefix, error)
+            log.log(loss_level(error), "config %r: %s", self.prefix, error, extra=extra)
         with self._lock:
             callbacks = list(self._error_callbacks)
         for fn in callbacks:

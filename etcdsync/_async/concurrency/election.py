@@ -21,6 +21,7 @@ from ... import errors
 from ..._backends._async import spawn
 from ..._deadline import Deadline
 from ..._keys import to_bytes
+from ..._logfields import fields, loss_level
 from ...models import GetResponse, KeyValue, TxnResponse
 from ...ops import Compare, Op
 from ...watch_types import EventType
@@ -194,7 +195,21 @@ class AsyncElection(AsyncHeldResource[errors.LeadershipLostError]):
         return raised
 
     def _after_loss(self, error: errors.LeadershipLostError) -> None:
-        log.warning("%s", error)
+        # A loss because this process closed its session or client is expected (INFO);
+        # a lease lost or a key deleted behind our back is a WARNING.
+        session = self._session
+        log.log(
+            loss_level(error),
+            "%s",
+            error,
+            extra=fields(
+                "election",
+                self.name,
+                key=self._key,
+                lease_id=session.lease_id if session is not None else None,
+                event="lost",
+            ),
+        )
         # The key is gone (or goes with the lease): another candidate of this
         # process may use the session again.
         self._release_claim()

@@ -47,6 +47,7 @@ from ..._backends._async import Event, Queue, StateLock, Task, spawn, wait_event
 from ..._callbacks import call_callback
 from ..._deadline import Deadline
 from ..._keys import to_bytes
+from ..._logfields import fields, loss_level
 from ...group_types import (
     GroupMember,
     OwnershipChange,
@@ -645,13 +646,27 @@ class AsyncPartitioner:
             try:
                 await session.close()
             except errors.EtcdError as exc:
-                log.warning("partitioner %r: revoking the session failed: %s", self.name, exc)
+                log.log(
+                    loss_level(exc),
+                    "partitioner %r: revoking the session failed: %s",
+                    self.name,
+                    exc,
+                    extra=fields(
+                        "partitioner", self.name, lease_id=session.lease_id, event="revoke-failed"
+                    ),
+                )
         else:
             try:
                 await self._delete_pending(session)
                 await self._group.leave()
             except errors.EtcdError as exc:
-                log.warning("partitioner %r: leaving failed: %s", self.name, exc)
+                log.log(
+                    loss_level(exc),
+                    "partitioner %r: leaving failed: %s",
+                    self.name,
+                    exc,
+                    extra=fields("partitioner", self.name, event="leave-failed"),
+                )
         with self._lock:
             self._pending_deletes.clear()
 

@@ -43,6 +43,7 @@ from ..._backends._async import (
     wait_event,
 )
 from ..._deadline import Deadline
+from ..._logfields import fields, loss_level
 from ...cache_types import CacheEventType, CacheSnapshot
 from ...group_types import GroupMember, check_member_id
 from ...models import KeyValue
@@ -249,6 +250,9 @@ class AsyncServiceRegistration:
             self.name,
             self.instance_id,
             found.lease,
+            extra=fields(
+                "service", self.name, key=self._key, lease_id=found.lease, event="replaced"
+            ),
         )
 
     def _exists(self, why: str) -> errors.InstanceExistsError:
@@ -301,14 +305,18 @@ class AsyncServiceRegistration:
                 # The session was closed (with the client), not lost: nothing to renew.
                 await self._closed()
                 return
+            lost = fields("service", self.name, key=self._key, event="lost")
             log.warning("service %r: instance %r lost (%s); registering again", self.name,
-                        self.instance_id, error)  # fmt: skip
+                        self.instance_id, error, extra=lost)  # fmt: skip
             await self._emit(RegistrationEvent(RegistrationEventType.LOST, instance, error))
             again = await self._reregister()
             if again is None:
                 return
             self.reregistrations += 1
-            log.warning("service %r: instance %r registered again", self.name, self.instance_id)
+            # The recovery from the loss warned about above: not a problem of its own.
+            again_fields = fields("service", self.name, key=self._key, event="reregistered")
+            log.info("service %r: instance %r registered again", self.name, self.instance_id,
+                     extra=again_fields)  # fmt: skip
             await self._emit(RegistrationEvent(RegistrationEventType.REREGISTERED, again))
 
     async def _reregister(self) -> ServiceInstance | None:
@@ -341,7 +349,8 @@ class AsyncServiceRegistration:
             self._ended = True
         self._stop.set()
         log.warning("service %r: instance %r was deregistered by someone else", self.name,
-                    self.instance_id)  # fmt: skip
+                    self.instance_id,
+                    extra=fields("service", self.name, key=self._key, event="removed"))  # fmt: skip
         self._services._forget(self)
         try:
             async with self._op_lock:
@@ -497,8 +506,10 @@ class AsyncServiceDiscovery:
             try:
                 await registration.deregister(timeout=timeout)
             except errors.EtcdError as exc:
-                log.warning("service %r: deregistering %r failed: %s", registration.name,
-                            registration.instance_id, exc)  # fmt: skip
+                log.log(loss_level(exc), "service %r: deregistering %r failed: %s",
+                        registration.name, registration.instance_id, exc,
+                        extra=fields("service", registration.name,
+                                     event="deregister-failed"))  # fmt: skip
         await self._cache.stop()
 
     async def __aenter__(self) -> AsyncServiceDiscovery:

@@ -24,6 +24,7 @@ from ... import errors
 from ..._backends._sync import spawn
 from ..._deadline import Deadline
 from ..._keys import to_bytes
+from ..._logfields import fields, loss_level
 from ...group_types import GroupMember, check_member_id, member_from_kv
 from ...models import GetResponse, KeyValue, TxnResponse
 from ...ops import Compare, Op
@@ -203,7 +204,20 @@ class Group(HeldResource[errors.MembershipLostError]):
         return raised
 
     def _after_loss(self, error: errors.MembershipLostError) -> None:
-        log.warning("%s", error)
+        # Expected when this process closed its session or client (INFO), else a WARNING.
+        member = self._member
+        log.log(
+            loss_level(error),
+            "%s",
+            error,
+            extra=fields(
+                "group",
+                self.name,
+                key=member.key if member is not None else None,
+                lease_id=member.lease if member is not None else None,
+                event="lost",
+            ),
+        )
         # The key is gone (or goes with the lease): the session may serve another
         # member of this group in this process.
         self._release_claim()

@@ -36,6 +36,7 @@ from ... import errors
 from ..._backends._sync import Event, StateLock, sleep, wait_event
 from ..._backends.interrupt import SignalStop, WorkCall, CallCancelled
 from ..._keys import to_bytes
+from ..._logfields import fields, loss_level
 from ...models import TxnResponse
 from ...ops import Compare, Op
 from .session import Session
@@ -247,7 +248,13 @@ def _begin_term(
         try:
             election.resign()
         except errors.EtcdError as exc:
-            log.warning("election %r: resign failed (%s)", election.name, exc)
+            log.log(
+                loss_level(exc),
+                "election %r: resign failed (%s)",
+                election.name,
+                exc,
+                extra=fields("election", election.name, event="resign-failed"),
+            )
         raise
     return term
 
@@ -262,7 +269,14 @@ def _end_term(term: Term, *, quiet: bool) -> None:
     except errors.EtcdError as exc:
         if not quiet:
             raise
-        log.warning("election %r: resign failed (%s); the key goes with its lease", term.name, exc)
+        # After a close at shutdown the lease is being revoked anyway: INFO, not WARNING.
+        log.log(
+            loss_level(exc),
+            "election %r: resign failed (%s); the key goes with its lease",
+            term.name,
+            exc,
+            extra=fields("election", term.name, key=term.key, event="resign-failed"),
+        )
 
 
 class Leadership:
@@ -353,7 +367,13 @@ class _Runner(Generic[_R]):
 
     def _pause(self, why: str) -> None:
         delay = random.uniform(self.delay / 2, self.delay)
-        log.warning("election %r: %s; campaigning again in %.1f s", self.name, why, delay)
+        log.warning(
+            "election %r: %s; campaigning again in %.1f s",
+            self.name,
+            why,
+            delay,
+            extra=fields("election", self.name, event="campaign-again"),
+        )
         sleep(delay)
         self.delay = min(self.delay * 2, BACKOFF_MAX)
 
@@ -456,7 +476,12 @@ def run_leadership(
         return runner.run()
     except BaseException as exc:
         if stopper is not None and stopper.stopped(exc):
-            log.info("election %r: stopped by signal %s", election.name, stopper.received)
+            log.info(
+                "election %r: stopped by signal %s",
+                election.name,
+                stopper.received,
+                extra=fields("election", election.name, event="stopped"),
+            )
             return None
         raise
     finally:

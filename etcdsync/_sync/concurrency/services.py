@@ -44,6 +44,7 @@ from ..._backends._sync import (
     wait_event,
 )
 from ..._deadline import Deadline
+from ..._logfields import fields, loss_level
 from ...cache_types import CacheEventType, CacheSnapshot
 from ...group_types import GroupMember, check_member_id
 from ...models import KeyValue
@@ -250,6 +251,9 @@ class ServiceRegistration:
             self.name,
             self.instance_id,
             found.lease,
+            extra=fields(
+                "service", self.name, key=self._key, lease_id=found.lease, event="replaced"
+            ),
         )
 
     def _exists(self, why: str) -> errors.InstanceExistsError:
@@ -302,14 +306,18 @@ class ServiceRegistration:
                 # The session was closed (with the client), not lost: nothing to renew.
                 self._closed()
                 return
+            lost = fields("service", self.name, key=self._key, event="lost")
             log.warning("service %r: instance %r lost (%s); registering again", self.name,
-                        self.instance_id, error)  # fmt: skip
+                        self.instance_id, error, extra=lost)  # fmt: skip
             self._emit(RegistrationEvent(RegistrationEventType.LOST, instance, error))
             again = self._reregister()
             if again is None:
                 return
             self.reregistrations += 1
-            log.warning("service %r: instance %r registered again", self.name, self.instance_id)
+            # The recovery from the loss warned about above: not a problem of its own.
+            again_fields = fields("service", self.name, key=self._key, event="reregistered")
+            log.info("service %r: instance %r registered again", self.name, self.instance_id,
+                     extra=again_fields)  # fmt: skip
             self._emit(RegistrationEvent(RegistrationEventType.REREGISTERED, again))
 
     def _reregister(self) -> ServiceInstance | None:
@@ -342,7 +350,8 @@ class ServiceRegistration:
             self._ended = True
         self._stop.set()
         log.warning("service %r: instance %r was deregistered by someone else", self.name,
-                    self.instance_id)  # fmt: skip
+                    self.instance_id,
+                    extra=fields("service", self.name, key=self._key, event="removed"))  # fmt: skip
         self._services._forget(self)
         try:
             with self._op_lock:
@@ -498,8 +507,10 @@ class ServiceDiscovery:
             try:
                 registration.deregister(timeout=timeout)
             except errors.EtcdError as exc:
-                log.warning("service %r: deregistering %r failed: %s", registration.name,
-                            registration.instance_id, exc)  # fmt: skip
+                log.log(loss_level(exc), "service %r: deregistering %r failed: %s",
+                        registration.name, registration.instance_id, exc,
+                        extra=fields("service", registration.name,
+                                     event="deregister-failed"))  # fmt: skip
         self._cache.stop()
 
     def __enter__(self) -> ServiceDiscovery:

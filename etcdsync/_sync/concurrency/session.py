@@ -20,6 +20,7 @@ from ... import errors
 from ..._backends._sync import Event, Lock, StateLock, acquire_lock, sleep, spawn, wait_event
 from ..._callbacks import call_callback
 from ..._deadline import Deadline
+from ..._logfields import fields, loss_level
 from ...lease_types import Lease, LeaseLike, LeaseLostReason, lease_id_of
 from ..protocol import KVClient
 from .claims import Claims
@@ -388,4 +389,12 @@ class SessionPool:
             try:
                 session._revoke(_CLOSE_REVOKE_TIMEOUT, retry=False)
             except errors.EtcdError as exc:
-                log.warning("revoking the shared session %x failed: %s", session.lease_id, exc)
+                # The lease outlives us until its TTL (its keys with it): a WARNING,
+                # unless the revoke failed only because the client was closed first.
+                log.log(
+                    loss_level(exc),
+                    "revoking the shared session %x failed: %s",
+                    session.lease_id,
+                    exc,
+                    extra=fields("session", lease_id=session.lease_id, event="revoke-failed"),
+                )
