@@ -25,6 +25,8 @@ _EXPORTS: dict[str, str] = {
     "AsyncMutex": "._async.concurrency.mutex",
     "AsyncQueueLock": "._async.concurrency.queue_lock",
     "AsyncRWLock": "._async.concurrency.rwlock",
+    "AsyncReentrantLock": "._async.concurrency.reentrant",
+    "AsyncReentrantRWLock": "._async.concurrency.reentrant",
     "AsyncReadLock": "._async.concurrency.rwlock",
     "AsyncWriteLock": "._async.concurrency.rwlock",
     "AsyncSemaphore": "._async.concurrency.semaphore",
@@ -64,6 +66,8 @@ _EXPORTS: dict[str, str] = {
     "Mutex": "._sync.concurrency.mutex",
     "QueueLock": "._sync.concurrency.queue_lock",
     "RWLock": "._sync.concurrency.rwlock",
+    "ReentrantLock": "._sync.concurrency.reentrant",
+    "ReentrantRWLock": "._sync.concurrency.reentrant",
     "ReadLock": "._sync.concurrency.rwlock",
     "WriteLock": "._sync.concurrency.rwlock",
     "Semaphore": "._sync.concurrency.semaphore",
@@ -202,6 +206,12 @@ if TYPE_CHECKING:
     from ._async.concurrency.queue_lock import (
         AsyncQueueLock as AsyncQueueLock,
     )
+    from ._async.concurrency.reentrant import (
+        AsyncReentrantLock as AsyncReentrantLock,
+    )
+    from ._async.concurrency.reentrant import (
+        AsyncReentrantRWLock as AsyncReentrantRWLock,
+    )
     from ._async.concurrency.rwlock import (
         AsyncReadLock as AsyncReadLock,
     )
@@ -276,6 +286,12 @@ if TYPE_CHECKING:
     from ._sync.concurrency.queue import Queue as Queue
     from ._sync.concurrency.queue_lock import (
         QueueLock as QueueLock,
+    )
+    from ._sync.concurrency.reentrant import (
+        ReentrantLock as ReentrantLock,
+    )
+    from ._sync.concurrency.reentrant import (
+        ReentrantRWLock as ReentrantRWLock,
     )
     from ._sync.concurrency.rwlock import (
         ReadLock as ReadLock,

@@ -1,7 +1,8 @@
 """Locks across real processes (sync client): exclusion, fencing after a pause, etcdctl.
 
 * four processes x 200 lock / read / guarded write / unlock cycles on one counter key
-  end at exactly 800, and the fencing tokens grow with the counter value each holder
+  end at exactly 800 (with a plain mutex, and with a re-entrant one taken twice per
+  hold), and the fencing tokens grow with the counter value each holder
   read (the counter orders the holds in time, across processes);
 * a holder frozen with SIGSTOP past its TTL loses the lock to the next waiter, and
   once resumed its guarded write is rejected by etcd and it learns of the loss;
@@ -49,6 +50,23 @@ def _count_worker(endpoint: str, name: str, counter: str, cycles: int) -> int:
     return 0
 
 
+def _reentrant_count_worker(endpoint: str, name: str, counter: str, cycles: int) -> int:
+    """Like ``_count_worker`` through a re-entrant lock taken twice per hold (outer
+    acquire, nested read-and-write); print "value token" per hold."""
+    with Client(endpoint) as etcd:
+        lock = etcd.reentrant_lock(name, ttl=5, timeout=30)
+        for _ in range(cycles):
+            with lock:
+                with lock:
+                    value = int(etcd.get(counter).value or b"0")
+                    done = lock.guarded_txn([Op.put(counter, str(value + 1))])
+                if lock.hold_count != 1 or not done.succeeded:
+                    print("nesting or guarded write failed", flush=True)
+                    return 1
+                print(f"{value} {lock.fencing_token}", flush=True)
+    return 0
+
+
 def _frozen_holder(endpoint: str, name: str, data: str) -> int:
     """Hold the lock (ttl=2), wait for the parent's word, then try to write."""
     with Client(endpoint) as etcd:
@@ -73,6 +91,8 @@ def _main(argv: Sequence[str]) -> int:
     mode, *args = argv
     if mode == "count":
         return _count_worker(args[0], args[1], args[2], int(args[3]))
+    if mode == "reentrant-count":
+        return _reentrant_count_worker(args[0], args[1], args[2], int(args[3]))
     if mode == "hold":
         return _frozen_holder(args[0], args[1], args[2])
     raise SystemExit(f"unknown mode {mode!r}")
@@ -156,13 +176,14 @@ def _wait_count(etcd: Client, prefix: str, want: int, timeout: float = 10.0) -> 
                     count += 1
 
 
+@pytest.mark.parametrize("mode", ["count", "reentrant-count"], ids=["mutex", "reentrant"])
 def test_four_processes_count_exactly_with_increasing_fencing_tokens(
-    etcd_endpoint: str, prefix: str
+    etcd_endpoint: str, prefix: str, mode: str
 ) -> None:
     name, counter = f"{prefix}lock", f"{prefix}counter"
     workers, cycles = 4, 200
     children = [
-        _Child([sys.executable, THIS, "count", etcd_endpoint, name, counter, str(cycles)])
+        _Child([sys.executable, THIS, mode, etcd_endpoint, name, counter, str(cycles)])
         for _ in range(workers)
     ]
     try:

@@ -34,6 +34,7 @@ from .concurrency.partitioner import AsyncPartitioner
 from .concurrency.priority_queue import AsyncPriorityQueue
 from .concurrency.queue import AsyncQueue
 from .concurrency.recipe_client import AsyncRecipeClient
+from .concurrency.reentrant import AsyncReentrantLock, AsyncReentrantRWLock
 from .concurrency.rwlock import AsyncRWLock
 from .concurrency.semaphore import AsyncSemaphore
 from .concurrency.services import AsyncServiceDiscovery
@@ -91,6 +92,31 @@ class AsyncRecipesAPI:
     ) -> AsyncRWLock:
         """A distributed readers-writer lock: ``.read()`` and ``.write()`` give the locks."""
         return AsyncRWLock(self, name, session=session, ttl=ttl)
+
+    def reentrant_lock(
+        self: AsyncRecipeClient,
+        name: str,
+        *,
+        ttl: int | None = None,
+        session: AsyncSession | None = None,
+        timeout: float | None = None,
+    ) -> AsyncReentrantLock:
+        """A mutex its owner (thread, or asyncio task) may acquire again, releasing as
+        often; the keys are :meth:`lock`'s (Go/etcdctl-compatible).  Share the object
+        between the code that nests: re-entrancy is per object."""
+        return AsyncReentrantLock(self, name, session=session, ttl=ttl, timeout=timeout)
+
+    def reentrant_rwlock(
+        self: AsyncRecipeClient,
+        name: str,
+        *,
+        ttl: int | None = None,
+        session: AsyncSession | None = None,
+        timeout: float | None = None,
+    ) -> AsyncReentrantRWLock:
+        """A readers-writer lock each owner may acquire again, whose writer may read
+        and downgrade (write, read, release the write); the keys are :meth:`rwlock`'s."""
+        return AsyncReentrantRWLock(self, name, session=session, ttl=ttl, timeout=timeout)
 
     def semaphore(
         self: AsyncRecipeClient,

@@ -68,6 +68,15 @@ async def run_callback(what: str, fn: Callable[..., Any], *args: Any) -> None:
         report_callback_failure(what, fn)
 
 
+def current_owner() -> object:
+    """Who holds a re-entrant lock in this flavour: the running task (a coroutine
+    awaited by it counts as the same owner; a task it starts does not)."""
+    task = asyncio.current_task()
+    if task is None:
+        raise RuntimeError("a re-entrant lock is used from inside a task")
+    return task
+
+
 async def sleep(seconds: float) -> None:
     """Pause the current task."""
     await asyncio.sleep(seconds)

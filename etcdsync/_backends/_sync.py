@@ -110,6 +110,11 @@ def channel_state(channel: grpc.Channel, try_to_connect: bool = False) -> grpc.C
     return grpc.ChannelConnectivity.IDLE
 
 
+def current_owner() -> object:
+    """Who holds a re-entrant lock in this flavour: the calling thread (its ident)."""
+    return threading.get_ident()
+
+
 def sleep(seconds: float) -> None:
     """Pause the current thread."""
     time.sleep(seconds)

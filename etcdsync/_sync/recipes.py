@@ -35,6 +35,7 @@ from .concurrency.partitioner import Partitioner
 from .concurrency.priority_queue import PriorityQueue
 from .concurrency.queue import Queue
 from .concurrency.recipe_client import RecipeClient
+from .concurrency.reentrant import ReentrantLock, ReentrantRWLock
 from .concurrency.rwlock import RWLock
 from .concurrency.semaphore import Semaphore
 from .concurrency.services import ServiceDiscovery
@@ -92,6 +93,31 @@ class RecipesAPI:
     ) -> RWLock:
         """A distributed readers-writer lock: ``.read()`` and ``.write()`` give the locks."""
         return RWLock(self, name, session=session, ttl=ttl)
+
+    def reentrant_lock(
+        self: RecipeClient,
+        name: str,
+        *,
+        ttl: int | None = None,
+        session: Session | None = None,
+        timeout: float | None = None,
+    ) -> ReentrantLock:
+        """A mutex its owner (thread, or asyncio task) may acquire again, releasing as
+        often; the keys are :meth:`lock`'s (Go/etcdctl-compatible).  Share the object
+        between the code that nests: re-entrancy is per object."""
+        return ReentrantLock(self, name, session=session, ttl=ttl, timeout=timeout)
+
+    def reentrant_rwlock(
+        self: RecipeClient,
+        name: str,
+        *,
+        ttl: int | None = None,
+        session: Session | None = None,
+        timeout: float | None = None,
+    ) -> ReentrantRWLock:
+        """A readers-writer lock each owner may acquire again, whose writer may read
+        and downgrade (write, read, release the write); the keys are :meth:`rwlock`'s."""
+        return ReentrantRWLock(self, name, session=session, ttl=ttl, timeout=timeout)
 
     def semaphore(
         self: RecipeClient,

@@ -35,7 +35,8 @@ class Mutex(QueueLock):
     **Not re-entrant**: acquiring an object that is held raises
     :class:`~etcdsync.errors.LockError`; a second object for the same name and
     session acquired by the holder itself waits for the first one's release
-    (deadlock until its timeout).
+    (deadlock until its timeout).  ``client.reentrant_lock(name)`` is the
+    re-entrant form (:class:`~etcdsync.ReentrantLock`).
     """
 
     def _new_key(self, session: Session) -> str:

@@ -61,7 +61,9 @@ class RWLock:
 
     :meth:`read` and :meth:`write` return a new lock object per call: one object
     per holder.  Neither is re-entrant: a holder of the write lock that asks for a
-    read (or another write) lock waits for itself until its timeout.
+    read (or another write) lock waits for itself until its timeout;
+    ``client.reentrant_rwlock(name)`` is the re-entrant form, with downgrade
+    (:class:`~etcdsync.ReentrantRWLock`).
     """
 
     def __init__(
