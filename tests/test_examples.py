@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
+import inspect
 import subprocess
 import sys
 from pathlib import Path
@@ -31,6 +33,7 @@ SCRIPTS = [
     "multi_lock_async.py",
     "namespaces.py",
     "partitioned_workers.py",
+    "partitioned_workers_async.py",
     "prefix_cache.py",
     "prefix_cache_async.py",
     "quickstart.py",
@@ -67,13 +70,14 @@ def _load_example(name: str) -> ModuleType:
     return module
 
 
+@pytest.mark.parametrize("name", ["partitioned_workers", "partitioned_workers_async"])
 def test_partitioned_workers_settles_with_an_empty_share(
-    etcd_endpoint: str, capsys: pytest.CaptureFixture[str]
+    name: str, etcd_endpoint: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """Rendezvous hashing may give a worker no shard (about 2% of random 3-member sets):
     the example waited for every worker to own one and timed out.  These names give the
     first worker no shard among the three, and the joiner none among the final three."""
-    example = _load_example("partitioned_workers")
+    example = _load_example(name)
     names = ("worker-0", "worker-1", "worker-31", "worker-6978")
     shards = example.SHARDS
 
@@ -82,7 +86,9 @@ def test_partitioned_workers_settles_with_an_empty_share(
 
     assert "worker-0" not in owners(names[:3])
     assert "worker-6978" not in owners((names[0], names[2], names[3]))
-    example.run(etcd_endpoint, names)
+    done = example.run(etcd_endpoint, names)
+    if inspect.iscoroutine(done):
+        asyncio.run(done)
     out = capsys.readouterr().out
     assert "worker-0 owns 0 shards" in out
     assert "worker-6978 owns 0 shards" in out
