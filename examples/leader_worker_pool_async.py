@@ -1,7 +1,7 @@
 """A worker pool whose leader schedules, and stops the moment it loses (asyncio).
 
-    python examples/leader_worker_pool.py                    # starts an embedded etcd
-    python examples/leader_worker_pool.py 127.0.0.1:2379     # or uses yours
+    python examples/leader_worker_pool_async.py                    # starts an embedded etcd
+    python examples/leader_worker_pool_async.py 127.0.0.1:2379     # or uses yours
 
 Three pool members (each with its own client, as separate hosts would have) run
 ``election.run(schedule, name, forever=True)``: whoever leads runs ``schedule(term)``,
@@ -11,7 +11,8 @@ the leader's lease - as an expired lease would after a partition: its ``schedule
 is **cancelled** as soon as its client learns of it (no second scheduler keeps going),
 another member takes over, and the ex-leader campaigns again and queues behind.  At the
 end each member's ``run()`` is cancelled, which resigns.  Everything the example writes
-lives under a fresh run prefix and is deleted at the end.
+lives under a fresh run prefix and is deleted at the end.  The same pool with threads,
+where the work is told of the loss instead of cancelled: ``leader_worker_pool.py``.
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ SCRIPTS = [
     "election.py",
     "election_async.py",
     "leader_worker_pool.py",
+    "leader_worker_pool_async.py",
     "lock.py",
     "lock_async.py",
     "multi_lock.py",
