@@ -10,6 +10,22 @@ The manager starts on the first ``keep_alive()`` and runs two loops:
   "request sent + TTL" (conservative: the server renewed it no earlier than we
   asked) and hands the result to the lease's listeners.
 
+Each wake-up of the sender costs O(due leases x log n), not O(n): every lease has
+one entry in a heap keyed by the next time something may happen to it (its renewal
+is due, its deadline passes, or its unanswered renewal says the stream stalled).
+Entries are never removed in place: a lease released, lost or rescheduled earlier
+leaves its old entry behind, recognised as stale when popped (lazy deletion).
+
+A stream can stall without breaking: a member forwards each renewal to the raft
+leader and answers a stream's renewals one after the other, so a renewal forwarded
+to a leader cut off from its peers holds the whole stream for etcd's request
+timeout (about 6 s), long enough for short leases to lapse, although a fresh
+stream to the same member renews at once once a new leader is elected.  So when a
+renewal stays unanswered and the stream answered nothing else for the *stall
+bound* of that lease (see :func:`stall_bound`), the sender drops the stream and
+opens a new one - on the same member if that stream had answered before, else on
+another one (the connection's failover) - and sends the renewal again.
+
 Each listener (:class:`AsyncKeepAlive`) buffers only the latest result, so a slow
 listener never holds up the manager or the other listeners.  State shared with
 user code is guarded by the backend's ``StateLock`` (a thread lock in both
@@ -22,6 +38,7 @@ under the one callback policy (:mod:`etcdsync._callbacks`), outside the lock.
 from __future__ import annotations
 
 import collections
+import heapq
 import logging
 import time
 from collections.abc import Callable
@@ -49,6 +66,10 @@ _COALESCE = 0.05
 _MIN_RESEND = 0.5
 # The sender wakes at least this often even with nothing to do.
 _MAX_IDLE = 5.0
+# A stream that leaves a renewal unanswered, and answers nothing else, for a sixth of
+# the lease's TTL (never less than this) is stalled: see stall_bound().
+_STALL_FRACTION = 6.0
+_MIN_STALL = 0.5
 # Reconnect backoff: the connection's stream backoff (50 ms growing to 1 s, jittered,
 # cut short when the member's connection is up again), and never longer than a
 # quarter of the time left before the nearest lease deadline.
@@ -261,10 +282,37 @@ def _lost_error(lease_id: int, reason: LeaseLostReason, detail: str) -> errors.L
 # --- the manager --------------------------------------------------------------------
 
 
+def stall_bound(ttl: float) -> float:
+    """How long a keepalive stream may leave a renewal of a lease with this TTL
+    unanswered, answering nothing else either, before it counts as stalled.
+
+    A renewal is sent a third of the TTL after the previous one, so two thirds of
+    the TTL are left when it goes out.  A sixth of the TTL leaves time for three
+    more attempts on fresh streams before the lease's deadline (for a 3 s lease:
+    0.5 s each, and a new raft leader is elected within about a second of losing
+    the old one).  A healthy member answers a renewal within milliseconds, even
+    forwarding it to the leader (one peer round trip; renewals do not go through
+    raft), so half a second of silence is never normal; and because any answer on
+    the stream counts as progress, a member working through a long queue of
+    renewals is not mistaken for a stalled one.  A false alarm costs one new stream.
+    """
+    return max(ttl / _STALL_FRACTION, _MIN_STALL)
+
+
 class _Tracked:
     """Renewal state of one kept-alive lease."""
 
-    __slots__ = ("confirmed", "deadline", "lease_id", "listeners", "next_send", "sent", "ttl")
+    __slots__ = (
+        "confirmed",
+        "deadline",
+        "lease_id",
+        "listeners",
+        "next_send",
+        "scheduled",
+        "sent",
+        "ticket",
+        "ttl",
+    )
 
     def __init__(self, lease_id: int, ttl: float, now: float) -> None:
         self.lease_id = lease_id
@@ -274,16 +322,32 @@ class _Tracked:
         self.deadline = now + ttl
         self.confirmed = False  # has the server confirmed a renewal yet?
         self.sent: collections.deque[float] = collections.deque()  # unanswered send times
+        # The lease's live heap entry: its wake-up time and ticket (older entries of
+        # the lease carry other tickets and are skipped when popped).
+        self.scheduled = float("inf")
+        self.ticket = -1
+
+    def wake_time(self, progress_at: float) -> float:
+        """When the sender must look at this lease next: its renewal, its deadline,
+        or - with a renewal unanswered - the time the stream counts as stalled
+        (``progress_at``: the stream's last answer or its opening)."""
+        wake = min(self.next_send, self.deadline)
+        if self.sent:
+            stall = max(self.sent[0], progress_at) + stall_bound(self.ttl)
+            wake = min(wake, stall)
+        return wake
 
 
 class _Link:
     """One opened stream and what its reader learned about it."""
 
-    def __init__(self, stream: BidiStream, endpoint: str) -> None:
+    def __init__(self, stream: BidiStream, endpoint: str, now: float) -> None:
         self.stream = stream
         self.endpoint = endpoint
         self.broken = False
         self.answered = False
+        self.stalled = False  # dropped by the sender: renewals went unanswered too long
+        self.progress_at = now  # the last answer read, or the opening
         self.error: errors.EtcdError | None = None
 
 
@@ -294,6 +358,10 @@ class AsyncKeepAliveManager:
         self._conn = conn
         self._mutex = StateLock()
         self._leases: dict[int, _Tracked] = {}
+        # (wake-up time, ticket, lease): the sender's agenda (see the module doc).
+        self._agenda: list[tuple[float, int, _Tracked]] = []
+        self._tickets = 0
+        self._wake_at = float("inf")  # when the sender means to wake next
         self._wakeup = Event()  # something changed: the sender should look again
         self._stop = Event()
         self._hooked = False
@@ -306,6 +374,11 @@ class AsyncKeepAliveManager:
         self._connection_lost = False
         self.streams_opened = 0
         """How many LeaseKeepAlive streams this manager opened (1 + reconnections)."""
+        self.stalls = 0
+        """How many streams were dropped because they left renewals unanswered too long."""
+        self.leases_examined = 0
+        """How many times the sender looked at a lease's schedule: it looks only at the
+        leases due (and at stale agenda entries), never at every lease."""
 
     @property
     def forked(self) -> bool:
@@ -337,6 +410,7 @@ class AsyncKeepAliveManager:
             if tracked is None:
                 ttl = ttl_hint if ttl_hint and ttl_hint > 0 else _GUESSED_TTL
                 tracked = self._leases[lease_id] = _Tracked(lease_id, ttl, now)
+                self._schedule(tracked, now)
             tracked.listeners.append(handle)
         self._wakeup.set()
         return handle
@@ -397,8 +471,8 @@ class AsyncKeepAliveManager:
             self._last_error = exc
             self._connection_lost = _status.lost_connection(exc)
             return None
-        link = _Link(stream, endpoint)
         now = time.monotonic()
+        link = _Link(stream, endpoint, now)
         with self._mutex:
             if self._closed:
                 stream.cancel()
@@ -406,9 +480,12 @@ class AsyncKeepAliveManager:
             self._link = link
             self.streams_opened += 1
             for tracked in self._leases.values():
-                # Answers to requests on the old stream will never come: renew at once.
-                tracked.sent.clear()
-                tracked.next_send = now
+                if tracked.sent:
+                    # Answers to requests on the old stream will never come: renew at
+                    # once.  (Leases with nothing unanswered keep their schedule.)
+                    tracked.sent.clear()
+                    tracked.next_send = now
+                    self._schedule(tracked, now)
         return link
 
     async def _serve(self, link: _Link) -> None:
@@ -418,7 +495,9 @@ class AsyncKeepAliveManager:
                 self._wakeup.clear()
                 if self._stop.is_set() or link.broken:
                     return
-                due, wake_at = self._plan(time.monotonic())
+                due, wake_at = self._plan(time.monotonic(), link)
+                if link.stalled:
+                    return
                 try:
                     for lease_id in due:
                         await link.stream.write(LEASE_KEEPALIVE.request(ID=lease_id))
@@ -436,23 +515,68 @@ class AsyncKeepAliveManager:
                 if self._link is link:
                     self._link = None
 
-    def _plan(self, now: float) -> tuple[list[int], float]:
-        """Pick the renewals to send now; expire overdue leases; say when to wake next."""
+    def _schedule(self, tracked: _Tracked, wake: float) -> None:
+        """Make sure the sender looks at ``tracked`` by ``wake`` (under the mutex).
+
+        A lease keeps its live entry when that one comes no later: waking early is
+        harmless (the sender looks, finds nothing to do and reschedules), and it
+        spares a push per answer.  Pushing an earlier entry leaves the old one stale.
+        """
+        if wake >= tracked.scheduled:
+            return
+        self._tickets += 1
+        tracked.ticket = self._tickets
+        tracked.scheduled = wake
+        heapq.heappush(self._agenda, (wake, self._tickets, tracked))
+        if wake < self._wake_at:
+            self._wake_at = wake
+            self._wakeup.set()
+
+    def _plan(self, now: float, link: _Link) -> tuple[list[int], float]:
+        """Pick the renewals to send now; expire overdue leases; notice a stalled
+        stream (``link.stalled``); say when to wake next.  Looks only at the leases
+        whose agenda entry is due."""
         due: list[int] = []
         overdue: list[_Tracked] = []
-        wake_at = now + _MAX_IDLE
+        horizon = now + _COALESCE
+        agenda = self._agenda
         with self._mutex:
-            for tracked in self._leases.values():
+            # The sender is awake: what it reschedules now needs no wake-up signal.
+            self._wake_at = float("-inf")
+            while agenda and agenda[0][0] <= horizon:
+                _, ticket, tracked = heapq.heappop(agenda)
+                self.leases_examined += 1
+                if ticket != tracked.ticket or self._leases.get(tracked.lease_id) is not tracked:
+                    continue  # stale: rescheduled earlier, or released / lost meanwhile
+                tracked.scheduled = float("inf")
                 if tracked.deadline <= now:
                     overdue.append(tracked)
+                    del self._leases[tracked.lease_id]
                     continue
-                if tracked.next_send <= now + _COALESCE:
+                if (
+                    tracked.sent
+                    and now >= tracked.sent[0] + stall_bound(tracked.ttl)
+                    and now >= link.progress_at + stall_bound(tracked.ttl)
+                ):
+                    # Unanswered, and the stream answered nothing else meanwhile: drop
+                    # it (the caller does); _connect renews this lease on the next one.
+                    link.stalled = True
+                    self._schedule(tracked, now)
+                    break
+                if tracked.next_send <= horizon:
                     due.append(tracked.lease_id)
                     tracked.sent.append(now)
                     tracked.next_send = now + max(tracked.ttl / 3.0, _MIN_RESEND)
-                wake_at = min(wake_at, tracked.next_send, tracked.deadline)
-            for tracked in overdue:
-                del self._leases[tracked.lease_id]
+                self._schedule(tracked, tracked.wake_time(link.progress_at))
+            wake_at = agenda[0][0] if agenda else now + _MAX_IDLE
+            self._wake_at = wake_at = min(wake_at, now + _MAX_IDLE)
+        if link.stalled:
+            self.stalls += 1
+            self._last_error = errors.Timeout(
+                "the lease keepalive stream left renewals unanswered for too long",
+                endpoint=link.endpoint,
+            )
+            log.info("lease keepalive stream on %s stalled: opening a new one", link.endpoint)
         self._report_halted(overdue)
         return due, wake_at
 
@@ -471,6 +595,13 @@ class AsyncKeepAliveManager:
 
     async def _recover(self, link: _Link) -> None:
         """After a broken stream: remember why, move endpoint, refresh a stale token."""
+        if link.stalled:
+            self._connection_lost = False
+            if not link.answered:
+                # A fresh stream on this member stalled too (or never answered): the
+                # member cannot renew now, another one may.
+                self._conn.failover(link.endpoint)
+            return
         error = link.error
         if error is None:
             error = errors.Unavailable(
@@ -536,7 +667,7 @@ class AsyncKeepAliveManager:
                 if not link.answered:
                     link.answered = True
                     self._last_error = None  # the server answers again: old causes are moot
-                self._on_answer(message.ID, message.TTL)
+                self._on_answer(link, message.ID, message.TTL)
         except Exception as exc:
             if not _status.is_rpc_error(exc):
                 log.exception("lease keepalive reader failed")
@@ -545,9 +676,10 @@ class AsyncKeepAliveManager:
             link.broken = True
             self._wakeup.set()
 
-    def _on_answer(self, lease_id: int, ttl: int) -> None:
+    def _on_answer(self, link: _Link, lease_id: int, ttl: int) -> None:
         now = time.monotonic()
         with self._mutex:
+            link.progress_at = now
             tracked = self._leases.get(lease_id)
             if tracked is None:
                 return  # released or lost meanwhile
@@ -562,6 +694,9 @@ class AsyncKeepAliveManager:
                 tracked.confirmed = True
                 tracked.deadline = sent_at + ttl
                 tracked.next_send = sent_at + ttl / 3.0
+                # Usually no earlier than the entry the lease has (its stall check or
+                # its next renewal), so nothing is pushed: see _schedule.
+                self._schedule(tracked, tracked.wake_time(now))
             listeners = list(tracked.listeners)
         if ttl <= 0:
             if revoked:
@@ -581,6 +716,7 @@ class AsyncKeepAliveManager:
         with self._mutex:
             tracked_all = list(self._leases.values())
             self._leases.clear()
+            self._agenda.clear()
         for tracked in tracked_all:
             for handle in tracked.listeners:
                 handle._set_lost(reason, detail)

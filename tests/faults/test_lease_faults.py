@@ -275,3 +275,132 @@ def test_paused_follower(cluster: EtcdCluster, history: History) -> None:
         f"0 hangs, every retry on a healthy member; watch moved in {watch_moved:.2f} s, "
         f"keepalive in {renewed:.2f} s"
     )
+
+
+# --- the raft leader cut off from its peers ---------------------------------------------------
+
+# Sessions and plain leases of TTL >= 3 s (issue 18's bound), one of each per TTL.
+_CUT_TTLS = (3, 4, 3, 4)
+_CUT_SECONDS = 8.0
+# Each holder starts its keepalives this far apart, so their renewals are spread over
+# the renewal period and some fall in the window where the followers still forward
+# them to the old leader (a phase offset, not a synchronisation).
+_STAGGER = 0.25
+
+
+def _recorder(times: list[float]) -> Callable[[object], None]:
+    """A keepalive callback that notes when each renewal (or the loss) arrived."""
+    return lambda item: times.append(time.monotonic())
+
+
+def _holder_state(
+    sessions: list[Any], keepalives: list[Any], renewals: list[list[float]], cut_at: float
+) -> dict[str, Any]:
+    """What a holder saw; ``renewal_gap``: the longest time one of its leases went
+    without a confirmed renewal, from the cut on."""
+    now = time.monotonic()
+    return {
+        "sessions_done": [s.is_done for s in sessions],
+        "keepalives_lost": [ka.lost.is_set() for ka in keepalives],
+        "renewal_gap": max(
+            _gaps([cut_at, *(t for t in times if t > cut_at), now]) for times in renewals
+        ),
+    }
+
+
+async def _async_holder(
+    endpoints: list[str], ready: threading.Event, over: threading.Event, cut: list[float]
+) -> dict[str, Any]:
+    """The asyncio flavour of the holder: sessions and leases through the cut."""
+    import asyncio
+
+    renewals: list[list[float]] = []
+    async with AsyncClient(endpoints, timeout=2.0, settings=SETTINGS) as etcd:
+        sessions, keepalives = [], []
+        for ttl in _CUT_TTLS:
+            sessions.append(await etcd.session(ttl=ttl))
+            keepalive = etcd.keep_alive(await etcd.grant(ttl))
+            times: list[float] = []
+            renewals.append(times)
+            keepalive.add_callback(_recorder(times))
+            keepalives.append(keepalive)
+            await asyncio.sleep(_STAGGER)
+        for keepalive in keepalives:
+            await keepalive.next_result(timeout=5)
+        ready.set()
+        assert await asyncio.to_thread(over.wait, 60)
+        state = _holder_state(sessions, keepalives, renewals, cut[0])
+        state["stalls"] = etcd._keepalives().stalls
+        state["leases"] = [s.lease_id for s in sessions] + [ka.lease_id for ka in keepalives]
+        for keepalive in keepalives:
+            keepalive.close()
+        for session in sessions:
+            session.orphan()  # checked from the server below, then revoked
+    return state
+
+
+@pytest.mark.timeout(120)
+def test_leader_cut_off_from_its_peers(proxied_cluster: EtcdCluster, history: History) -> None:
+    """Issue 18: the raft leader is cut off from its peers for 8 s while clients on the
+    healthy followers hold sessions and leases of 3-4 s.  Each follower forwards a
+    pending renewal to the old leader, which holds the keepalive stream for etcd's
+    request timeout (about 6 s); the stall check opens a fresh stream that renews
+    through the new leader: no session ends, no lease is lost, the server has them."""
+    cluster = proxied_cluster
+    leader = cluster.wait_for_leader()
+    near, far = (i for i in range(len(cluster)) if i != leader)
+    cut: list[float] = []
+    ready, over = threading.Event(), threading.Event()
+    async_side = InThread(_async_holder, endpoints_first(cluster.endpoints, far), ready, over, cut)
+    renewals: list[list[float]] = []
+    with client(endpoints_first(cluster.endpoints, near)) as etcd:
+        sessions, keepalives = [], []
+        for ttl in _CUT_TTLS:
+            sessions.append(etcd.session(ttl=ttl))
+            keepalive = etcd.keep_alive(etcd.grant(ttl))
+            times: list[float] = []
+            renewals.append(times)
+            keepalive.add_callback(_recorder(times))
+            keepalives.append(keepalive)
+            time.sleep(_STAGGER)  # a phase offset (see _STAGGER)
+        for keepalive in keepalives:
+            keepalive.next_result(timeout=5)
+        assert ready.wait(30)
+
+        cut.append(history.event("nemesis", "partition", member=leader).time)
+        cluster.partition(leader)
+        elected = cluster.wait_for_leader(timeout=_CUT_SECONDS, exclude=leader)
+        history.event("nemesis", "elected", member=elected)
+        wait_for(lambda: time.monotonic() > cut[0] + _CUT_SECONDS, 2 * _CUT_SECONDS, "the cut")
+        # Judged while the leader is still cut off.
+        sync_state = _holder_state(sessions, keepalives, renewals, cut[0])
+        sync_state["stalls"] = etcd._keepalives().stalls
+        over.set()
+        async_state = async_side.result(30)
+        history.event("nemesis", "heal")
+        cluster.heal_network()
+        cluster.wait_ready(timeout=30)
+
+        for state in (sync_state, async_state):
+            assert state["sessions_done"] == [False] * len(_CUT_TTLS), state
+            assert state["keepalives_lost"] == [False] * len(_CUT_TTLS), state
+            assert state["renewal_gap"] < min(_CUT_TTLS), state
+        # Some renewal was held by the old leader, and the stall check got it through.
+        assert sync_state["stalls"] + async_state["stalls"] >= 1, (sync_state, async_state)
+        sync_leases = [s.lease_id for s in sessions] + [ka.lease_id for ka in keepalives]
+        for lease_id in [*sync_leases, *async_state["leases"]]:
+            assert etcd.time_to_live(lease_id).ttl > 0
+        for keepalive in keepalives:
+            keepalive.close()
+        for session in sessions:
+            session.close()
+        for lease_id in async_state["leases"]:
+            etcd.revoke(lease_id)
+    report(
+        f"issue 18 (raft leader cut off from its peers for {_CUT_SECONDS:g} s, etcd "
+        f"{cluster.version}): {2 * len(_CUT_TTLS)} sessions and {2 * len(_CUT_TTLS)} leases "
+        f"of TTL 3-4 s on the healthy followers all kept; longest renewal gap "
+        f"{sync_state['renewal_gap']:.2f} s (sync) / {async_state['renewal_gap']:.2f} s "
+        f"(async); stalled streams reopened: {sync_state['stalls']} (sync), "
+        f"{async_state['stalls']} (async)"
+    )
