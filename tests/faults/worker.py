@@ -17,11 +17,15 @@ notes.  Modes:
   its mod revision) until it reaches TARGET, re-reading after every failure; never
   repeating a write whose outcome is unknown;
 * ``seq PREFIX COUNT ACTOR PACE`` - put-if-absent of COUNT sequenced keys (the
-  compare makes a retry after an unknown outcome harmless), PACE seconds apart.
+  compare makes a retry after an unknown outcome harmless), PACE seconds apart;
+* ``lq NAME ACTOR TTL WORK STALL_AT`` - a LockingQueue consumer: claim, "work" WORK
+  seconds, consume; on its STALL_AT-th claim (0: never) print "stalled VALUE" and hang
+  holding the claim (the test kills it); stop at a line on stdin once the queue is idle.
 """
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
 import time
@@ -191,6 +195,47 @@ def seq_worker(endpoints: str, prefix: str, count: int, actor: str, pace: float)
     return 0
 
 
+def locking_consumer_worker(
+    endpoints: str, name: str, actor: str, ttl: int, work: float, stall_at: int
+) -> int:
+    rec = Recorder(actor)
+    stop = _stdin_line()
+    claims = 0
+    # The recipe logs each write whose lost answer it settled: note them for the test.
+    settled = logging.StreamHandler(sys.stdout)
+    settled.setFormatter(logging.Formatter("note %(message)s"))
+    logging.getLogger("etcdsync.recipes").addHandler(settled)
+    logging.getLogger("etcdsync.recipes").setLevel(logging.INFO)
+    with _client(endpoints) as etcd:
+        queue = etcd.locking_queue(name, ttl=ttl)
+        print("started", flush=True)
+        while True:
+            try:
+                claim = queue.get(timeout=0.5)
+            except errors.QueueTimeout:
+                if stop.is_set():
+                    return 0
+                continue
+            except errors.EtcdError as exc:  # a claim raised: handed to a later get()
+                rec.info("claim", f"{type(exc).__name__}: {exc}")
+                continue
+            claims += 1
+            rec.ok("claim", value=claim.text, token=claim.token)
+            if claims == stall_at:
+                print(f"stalled {claim.text}", flush=True)
+                threading.Event().wait()  # mid-item until the test's kill -9
+            time.sleep(work)  # the item's processing
+            rec.invoke("consume", value=claim.text, token=claim.token)
+            try:
+                revision = claim.consume()  # no timeout: a lost answer is settled
+            except errors.ClaimLostError as exc:
+                rec.fail("consume", str(exc), value=claim.text, token=claim.token)
+            except errors.EtcdError as exc:
+                rec.error("consume", exc, write=True, value=claim.text, token=claim.token)
+            else:
+                rec.ok("consume", value=claim.text, token=claim.token, revision=revision)
+
+
 def main(argv: Sequence[str]) -> int:
     mode, endpoints, *args = argv
     if mode == "lock":
@@ -201,6 +246,9 @@ def main(argv: Sequence[str]) -> int:
         return cas_worker(endpoints, args[0], int(args[1]), args[2])
     if mode == "seq":
         return seq_worker(endpoints, args[0], int(args[1]), args[2], float(args[3]))
+    if mode == "lq":
+        a = args
+        return locking_consumer_worker(endpoints, a[0], a[1], int(a[2]), float(a[3]), int(a[4]))
     raise SystemExit(f"unknown mode {mode!r}")
 
 

@@ -163,7 +163,9 @@ class AsyncQueueBase(Generic[T]):
     ) -> tuple[Written, AsyncSession]:
         """Run one receipted write (see :mod:`._receipt`).  With the client's shared
         session, a write refused because the session's lease is gone is run again on
-        the new shared session (nothing was written)."""
+        the new shared session (nothing was written); so is a write whose lost answer
+        was settled as not applied (:class:`~etcdsync.errors.QueueTimeout` if the
+        deadline has passed by then)."""
         previous: AsyncSession | None = None
         while True:
             session, book = await self._book()
@@ -188,6 +190,17 @@ class AsyncQueueBase(Generic[T]):
                 continue
             finally:
                 book.give(receipt)
+            if written.settled and written.branch is None:
+                # The answer was lost and the receipt proved the write not applied
+                # (fenced): nothing changed, and whether its compares hold is unknown.
+                # Run it again, so that "no branch ran" keeps meaning "the compares
+                # failed" (a consume must not report a claim it still holds as lost).
+                if deadline.expired():
+                    raise errors.QueueTimeout(
+                        f"a write to the queue {self._name!r} was lost and not applied "
+                        "within the deadline: nothing was written"
+                    )
+                continue
             return written, session
 
     # --- the public API -------------------------------------------------------------------
