@@ -40,6 +40,7 @@ SCRIPTS = [
     "quickstart.py",
     "quickstart_async.py",
     "service_discovery.py",
+    "service_discovery_async.py",
     "stm_transfer.py",
     "stm_transfer_async.py",
     "typed_config.py",
