@@ -33,6 +33,7 @@ SCRIPTS = [
     "multi_lock.py",
     "multi_lock_async.py",
     "namespaces.py",
+    "namespaces_async.py",
     "partitioned_workers.py",
     "partitioned_workers_async.py",
     "prefix_cache.py",
