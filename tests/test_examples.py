@@ -40,6 +40,8 @@ SCRIPTS = [
     "prefix_cache_async.py",
     "quickstart.py",
     "quickstart_async.py",
+    "reentrant_lock.py",
+    "reentrant_lock_async.py",
     "service_discovery.py",
     "service_discovery_async.py",
     "stm_transfer.py",
