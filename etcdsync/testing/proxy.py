@@ -3,7 +3,8 @@
 Put it in front of a member's client or peer port and point the other side at
 ``proxy.endpoint``.  It forwards bytes both ways until told to misbehave:
 
-* :meth:`FaultProxy.delay` - hold every chunk for a while before forwarding it;
+* :meth:`FaultProxy.delay` - hold every chunk for a while before forwarding it,
+  optionally for a random extra (``jitter``): a slow, uneven network;
 * :meth:`FaultProxy.blackhole` - keep connections open but forward nothing (and
   accept new connections that go nowhere): what a dead network path looks like,
   which only keepalive pings or deadlines can detect;
@@ -17,6 +18,7 @@ loopback addresses.
 from __future__ import annotations
 
 import contextlib
+import random
 import selectors
 import socket
 import struct
@@ -63,6 +65,8 @@ class FaultProxy:
         self._pipes: dict[socket.socket, _Pipe] = {}
         self._lock = threading.Lock()
         self._delay = 0.0
+        self._jitter = 0.0
+        self._random = random.Random()
         self._blackholed = False
         self._stop = threading.Event()
         self._wake_r, self._wake_w = socket.socketpair()
@@ -85,10 +89,20 @@ class FaultProxy:
 
     # --- faults --------------------------------------------------------------------------
 
-    def delay(self, seconds: float) -> None:
-        """Hold each chunk ``seconds`` before forwarding it (0: no delay)."""
+    def delay(self, seconds: float, *, jitter: float = 0.0, seed: int | None = None) -> None:
+        """Hold each chunk ``seconds`` before forwarding it (0: no delay), plus a random
+        extra drawn uniformly from ``[0, jitter]`` per chunk (``seed`` makes the draws
+        repeatable).
+
+        The delay applies in each direction, so a round trip takes twice as long:
+        ``delay(0.05, jitter=0.15)`` gives round trips of 100-400 ms.  Bytes keep
+        their order (a chunk never overtakes the one before it, as on TCP)."""
+        if seconds < 0 or jitter < 0:
+            raise ValueError(f"delay and jitter must be >= 0, got {seconds!r} and {jitter!r}")
         with self._lock:
-            self._delay = max(0.0, seconds)
+            self._delay = seconds
+            self._jitter = jitter
+            self._random = random.Random(seed)
         self._wake()
 
     def blackhole(self) -> None:
@@ -109,6 +123,7 @@ class FaultProxy:
         """Forward normally again (bytes held by a blackhole are delivered)."""
         with self._lock:
             self._delay = 0.0
+            self._jitter = 0.0
             self._blackholed = False
             now = time.monotonic()
             for pipe in self._pipes.values():
@@ -178,8 +193,16 @@ class FaultProxy:
                 return
             # A blackhole holds the bytes (as TCP would keep retransmitting them)
             # until heal(); nothing reaches the other side meanwhile.
-            due = float("inf") if self._blackholed else time.monotonic() + self._delay
-            pipe.queue_for(pipe.peer_of(sock)).append((due, data))
+            if self._blackholed:
+                due = float("inf")
+            else:
+                due = time.monotonic() + self._delay
+                if self._jitter:
+                    due += self._random.uniform(0.0, self._jitter)
+            queue = pipe.queue_for(pipe.peer_of(sock))
+            if queue and queue[-1][0] > due:
+                due = queue[-1][0]  # never before the bytes ahead of it (TCP keeps order)
+            queue.append((due, data))
 
     def _flush(self) -> None:
         now = time.monotonic()

@@ -14,6 +14,8 @@ from etcdsync import AsyncClient, Op, errors
 from etcdsync._backends._async import FLAVOUR, Event, spawn, wait_event
 from etcdsync.testing.proxy import FaultProxy
 
+from .lock_helpers import wait_count
+
 
 def _key(name: str, session: Any) -> bytes:
     return f"{name}/{session.lease_id:x}".encode()
@@ -130,6 +132,7 @@ async def test_campaign_timeout_withdraws_the_candidacy(etcd_endpoint: str, pref
         assert isinstance(caught.value, TimeoutError)
         assert 0.5 <= elapsed < 3.0
         assert not loser.is_leader
+        await wait_count(etcd, name + "/", 1)  # withdrawn in the background
         remaining = await etcd.get(name + "/", prefix=True)
         assert [kv.key for kv in remaining.kvs] == [_key(name, s1)]  # b's key is gone
         # The same object may campaign again once the way is free.

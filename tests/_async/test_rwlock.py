@@ -49,7 +49,7 @@ async def test_readers_exclude_writers_and_back(etcd_endpoint: str, prefix: str)
         assert await writer.try_acquire() is False
         with pytest.raises(errors.LockTimeout):
             await writer.acquire(timeout=0.3)
-        assert await count_keys(a, f"{name}/") == 1  # no queued key left
+        await wait_count(a, f"{name}/", 1)  # no queued key left (removed in the background)
         await reader.release()
         await writer.acquire(timeout=5)
         # Now the writer excludes readers.

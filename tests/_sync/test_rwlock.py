@@ -50,7 +50,7 @@ def test_readers_exclude_writers_and_back(etcd_endpoint: str, prefix: str) -> No
         assert writer.try_acquire() is False
         with pytest.raises(errors.LockTimeout):
             writer.acquire(timeout=0.3)
-        assert count_keys(a, f"{name}/") == 1  # no queued key left
+        wait_count(a, f"{name}/", 1)  # no queued key left (removed in the background)
         reader.release()
         writer.acquire(timeout=5)
         # Now the writer excludes readers.

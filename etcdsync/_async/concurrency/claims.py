@@ -11,10 +11,15 @@ lease).
 
 The Mutex waits for a claim (within its acquire's deadline); the Election tries
 once and, when the shared session's claim is taken, campaigns on a private
-session instead.  Recipes whose keys are unique per acquire (RWLock, Semaphore)
-need no claim.  When the session ends the claims are closed: every waiter stops
-at once with the session's error (``SessionExpiredError`` or
-``ClientClosedError``), whatever the holder in front of it does.
+session instead.  A claim whose holder gave up and whose key is being deleted
+(in the background, after a timed-out acquire or campaign) is marked
+:meth:`~AsyncClaims.releasing`: a claimant that would not wait for a holder
+(``try_acquire``, a campaign) waits for such a claim, within its own bound - it
+is no other holder, only a cleanup a round trip from done.  Recipes whose keys
+are unique per acquire (RWLock, Semaphore) need no claim.  When the session
+ends the claims are closed: every waiter stops at once with the session's error
+(``SessionExpiredError`` or ``ClientClosedError``), whatever the holder in front
+of it does.
 """
 
 from __future__ import annotations
@@ -41,10 +46,11 @@ class _Waiter:
 class _Slot:
     """One claimed key: its holder is implicit, its waiters queue here."""
 
-    __slots__ = ("waiters",)
+    __slots__ = ("releasing", "waiters")
 
     def __init__(self) -> None:
         self.waiters: deque[_Waiter] = deque()
+        self.releasing = False  # the holder gave up: its key is being deleted
 
 
 class AsyncClaims:
@@ -76,13 +82,18 @@ class AsyncClaims:
             slot = self._slots.get(key)
             return 0 if slot is None else len(slot.waiters)
 
-    async def claim(self, key: bytes, timeout: float | None = None) -> bool:
+    async def claim(
+        self, key: bytes, timeout: float | None = None, *, releasing: float | None = -1.0
+    ) -> bool:
         """Claim ``key`` within ``timeout`` seconds; True if it is now ours.
 
-        Raises the error given to :meth:`close` once the claims are closed (at
-        once for a waiter queued then).
+        ``releasing``: how long to wait instead when the claim is only
+        :meth:`releasing` (its holder gave up, its key is being deleted); None:
+        as long as needed, negative (the default): ``timeout`` alike.  Raises the
+        error given to :meth:`close` once the claims are closed (at once for a
+        waiter queued then).
         """
-        deadline = Deadline(timeout)
+        Deadline(timeout)  # validates it
         with self._lock:
             if self._error is not None:
                 raise self._error
@@ -90,6 +101,9 @@ class AsyncClaims:
             if slot is None:
                 self._slots[key] = _Slot()
                 return True
+            if slot.releasing and (releasing is None or releasing >= 0):
+                timeout = releasing
+            deadline = Deadline(timeout)
             if deadline.expired():
                 return False
             waiter = _Waiter()  # granted by release(): the claim passes straight to us
@@ -116,12 +130,21 @@ class AsyncClaims:
                 slot.waiters.remove(waiter)
             return True
 
+    def releasing(self, key: bytes) -> None:
+        """Mark the claim on ``key`` as being released: its holder gave up and only
+        the deletion of its key is left (see :meth:`claim`'s ``releasing``)."""
+        with self._lock:
+            slot = self._slots.get(key)
+            if slot is not None:
+                slot.releasing = True
+
     def release(self, key: bytes) -> None:
         """Give up the claim on ``key``: the next waiter gets it, or it is free."""
         with self._lock:
             slot = self._slots.get(key)
             if slot is None:
                 return
+            slot.releasing = False
             if slot.waiters and self._error is None:
                 waiter = slot.waiters.popleft()
                 waiter.granted = True

@@ -257,7 +257,8 @@ def wait_for_deletes(
     :class:`~etcdsync.errors.SessionExpiredError`, or
     :class:`~etcdsync.errors.ClientClosedError`) as soon as ``session`` ends, and
     with :class:`~etcdsync.errors.Timeout` once ``timeout`` seconds have passed
-    (``timeout=0`` makes exactly one check), and with the error given to
+    (``timeout=0`` makes exactly one check; after the deadline no other request
+    is started), and with the error given to
     ``abort`` as soon as it fires.  ``max_create_revision`` must not exceed the
     store's current revision (it never does when it is below a key you created).
 
@@ -324,12 +325,16 @@ def wait_for_deletes(
     def predecessors() -> _Predecessors:
         return guard.request(read)
 
+    checked = False
     try:
         while True:
             guard.check()
             if max_create_revision == 0:
                 return 0  # nothing can be older than revision 1
+            if checked and deadline.expired():
+                raise _timeout(prefix, deadline)  # no request after the deadline
             keys, revision = predecessors()
+            checked = True
             if len(keys) <= allowed:
                 if own_key is not None and not own_present[0]:
                     raise OwnKeyGone(own_key)
@@ -390,6 +395,8 @@ def _follow_deletes(
     watcher = guard.request(start)
     try:
         guard.follow(watcher)
+        if deadline.expired():
+            raise _timeout(target, deadline)  # no request after the deadline
         current, revision = predecessors()
         if allowed == 0:
             if target not in current:

@@ -19,14 +19,15 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from ... import errors
+from ... import telemetry as _telemetry
 from ..._backends._sync import spawn
-from ..._deadline import Deadline
+from ..._deadline import CLEANUP_MIN_TIMEOUT, Deadline
 from ..._keys import to_bytes
 from ..._logfields import fields, loss_level
 from ...models import GetResponse, KeyValue, TxnResponse
 from ...ops import Compare, Op
 from ...watch_types import EventType
-from ._cleanup import cleanup_now, delete_in_background, delete_key
+from ._cleanup import cleanup_now, delete_in_background, delete_key, nothing_written
 from ._waiting import (
     WaitAbort,
     OwnKeyGone,
@@ -81,6 +82,8 @@ class Election(HeldResource[errors.LeadershipLostError]):
 
     ``with election:`` resigns on exit.
     """
+
+    _telemetry_kind = "election"
 
     def __init__(
         self,
@@ -217,14 +220,15 @@ class Election(HeldResource[errors.LeadershipLostError]):
 
     # --- campaigning -------------------------------------------------------------------
 
+    @_telemetry.traced("election.campaign", _telemetry.describe_campaign)
     def campaign(self, value: str | bytes, *, timeout: float | None = None) -> None:
         """Become a candidate with proposal ``value`` and wait until elected.
 
         Returns once this candidate leads.  Raises
         :class:`~etcdsync.errors.ElectionTimeout` if not elected within
         ``timeout`` seconds (None or ``inf``: no limit; the creation of the
-        session and the withdrawal included: the candidacy's key is deleted in
-        what is left of it, else in the background), the session's error
+        session included; no request is started after it, and the candidacy's
+        key is deleted in the background once the error is raised), the session's error
         (:class:`~etcdsync.errors.SessionExpiredError`...) if the session ends
         while waiting, :class:`~etcdsync.errors.LeadershipLostError` if the key
         vanished while waiting, :class:`~etcdsync.errors.ForeignKeyError` when a
@@ -277,6 +281,7 @@ class Election(HeldResource[errors.LeadershipLostError]):
         session, term = self._enter(deadline)
         key = self._candidate_key(session)
         rev = 0
+        attempts = 0
         try:
             abort.check()
 
@@ -291,6 +296,8 @@ class Election(HeldResource[errors.LeadershipLostError]):
             )  # fmt: skip
 
             def create(timeout: float | None) -> TxnResponse:
+                nonlocal attempts
+                attempts += 1
                 return self._client.txn(
                     [Compare.create_revision(key) == 0],
                     [Op.put(key, proposal, lease=session.lease_id), oldest],
@@ -334,6 +341,11 @@ class Election(HeldResource[errors.LeadershipLostError]):
             if first and first[0].key == key and first[0].create_revision == rev:
                 # Our new key is the oldest: elected at the create's revision.
                 seen = response.revision
+            elif deadline.expired():
+                # No request after the deadline: the withdrawal goes on in the background.
+                raise errors.ElectionTimeout(
+                    f"not elected leader of {self.name!r} within the timeout"
+                )
             else:
                 # Wait for every older candidate to go; the read that finds none left
                 # also makes sure our key did not go with them (an expired lease deletes
@@ -353,7 +365,9 @@ class Election(HeldResource[errors.LeadershipLostError]):
                     raise self._vanished(session, key, deadline, abort) from None
             self._install(session, term, key, rev, seen, deadline, abort)
         except BaseException as exc:
-            self._abandon(session, term, key, rev, deadline, exc)
+            # A create refused as a whole (permissions...) wrote nothing to withdraw.
+            written = not (rev == 0 and nothing_written(exc, attempts))
+            self._abandon(session, term, key, rev, deadline, exc, written=written)
             raise
 
     def _vanished(
@@ -386,7 +400,13 @@ class Election(HeldResource[errors.LeadershipLostError]):
             session = self._given_session
             if session.is_done:
                 raise session_error(session)
-            if not session.claims.claim(self._claim_key(session), 0):
+            # A claim being released (our last candidacy's withdrawal, in the
+            # background) is waited for, within the deadline (at least a short grace);
+            # another candidate's is not.
+            remaining = deadline.remaining()
+            releasing = None if remaining is None else max(remaining, CLEANUP_MIN_TIMEOUT)
+            claim_key = self._claim_key(session)
+            if not session.claims.claim(claim_key, 0, releasing=releasing):
                 raise errors.ElectionError(
                     f"another candidate of this process campaigns for {self.name!r} with "
                     "this session; give each concurrent candidate its own session"
@@ -454,12 +474,15 @@ class Election(HeldResource[errors.LeadershipLostError]):
         rev: int,
         deadline: Deadline,
         exc: BaseException,
+        *,
+        written: bool = True,
     ) -> None:
         """A campaign failed: end candidacy ``term`` and delete its key - guarded by
         its create revision, or by our lease when the put's outcome is unknown - in
-        the caller's remaining time or in the background (:mod:`._cleanup`); a dead
-        session's key is left to its lease.  The in-process claim is released once
-        the key is gone; a private session is revoked instead (its key goes with it)."""
+        the caller's remaining time or in the background (:mod:`._cleanup`: at once
+        when the deadline has passed); a dead session's key is left to its lease, a
+        key never ``written`` needs no request.  The in-process claim is released
+        once the key is gone; a private session is revoked instead (its key goes with it)."""
         with self._state_lock:
             if term == self._term:
                 self._term += 1  # the candidacy ends now
@@ -482,6 +505,10 @@ class Election(HeldResource[errors.LeadershipLostError]):
                     log.debug("election %r: revoking a private session: %s", self.name, error)
             return  # a private session's claims die with it
         claim = self._claim_key(session) if claimed else None
+        if not written:
+            if claim is not None:
+                session.claims.release(claim)
+            return
         if rev:
             guard = Compare.create_revision(key) == rev
         else:
@@ -489,7 +516,10 @@ class Election(HeldResource[errors.LeadershipLostError]):
         if now:
             delete_key(self._client, session, key, guard, claim, timeout, unknown=not rev)
         else:
-            delete_in_background(self._client, session, key, guard, claim, unknown=not rev)
+            delete_in_background(
+                self._client, session, key, guard, claim, unknown=not rev,
+                at_once=deadline.expired(),
+            )  # fmt: skip
 
     def _follow_key(
         self, watcher: Watcher, session: Session, hold: int, key: bytes, rev: int

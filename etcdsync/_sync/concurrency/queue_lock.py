@@ -25,10 +25,11 @@ from types import TracebackType
 from typing import NoReturn, TypeVar
 
 from ... import errors
-from ..._deadline import Deadline
+from ... import telemetry as _telemetry
+from ..._deadline import CLEANUP_MIN_TIMEOUT, Deadline
 from ...models import GetResponse, KeyValue, TxnResponse
 from ...ops import Compare, Op
-from ._cleanup import cleanup_now, delete_in_background, delete_key
+from ._cleanup import cleanup_now, delete_in_background, delete_key, nothing_written
 from ._waiting import (
     OwnKeyGone,
     foreign_key_error,
@@ -43,6 +44,10 @@ from .session import DEFAULT_SESSION_TTL, Session
 __all__ = ["QueueLock", "LostCallback", "unique_suffix"]
 
 _L = TypeVar("_L", bound="QueueLock")
+
+_RELEASING_WAIT = 1.0
+"""How long a ``try_acquire`` without a timeout waits for an in-process claim that
+is being released (the cleanup of a failed acquire, a release's delete)."""
 
 
 def unique_suffix() -> str:
@@ -84,6 +89,10 @@ class QueueLock(HeldResource[errors.EtcdError]):
 
     _read_values = False
     """Whether the enqueue txn reads the values of the oldest keys (for :meth:`_check_read`)."""
+
+    _telemetry_kind = "lock"
+    _queue_position: int | None = None
+    """How many contenders were ahead when the last acquire queued (for telemetry)."""
 
     def __init__(
         self,
@@ -200,14 +209,18 @@ class QueueLock(HeldResource[errors.EtcdError]):
 
     # --- acquire / release ------------------------------------------------------------------
 
+    @_telemetry.traced("lock.acquire", _telemetry.describe_lock_acquire)
     def acquire(self: _L, timeout: float | None = None) -> _L:
         """Wait for the lock and return this object, holding it.
 
         ``timeout`` (default: the one given at creation; None or ``inf`` waits
         forever) bounds the whole acquire, the creation of the shared session
-        and the cleanup included.  Raises :class:`~etcdsync.errors.LockTimeout`
-        when it passes, after removing this contender's queued key (with what
-        is left of the timeout, else in the background);
+        included: no request is started after it (a request under way may end
+        up to one round trip later).  Raises :class:`~etcdsync.errors.LockTimeout`
+        when it passes; this contender's queued key is then removed in the
+        background, after the error is raised;
+        :class:`~etcdsync.errors.PermissionDeniedError` (and any other refusal
+        of the enqueue) leaves nothing behind - nothing was written;
         :class:`~etcdsync.errors.SessionExpiredError` (or ClientClosedError)
         as soon as the session ends while waiting;
         :class:`~etcdsync.errors.ForeignKeyError` when a key without a lease
@@ -217,6 +230,7 @@ class QueueLock(HeldResource[errors.EtcdError]):
         self._acquire(self._timeout if timeout is None else timeout, wait=True)
         return self
 
+    @_telemetry.traced("lock.try_acquire", _telemetry.describe_lock_acquire)
     def try_acquire(self, timeout: float | None = None) -> bool:
         """Take the lock if it is free now, without waiting; False (and nothing left
         queued) when another holder has it.
@@ -274,7 +288,15 @@ class QueueLock(HeldResource[errors.EtcdError]):
         try:
             wanted = self._claim_key(session)
             if wanted is not None:
-                if session.claims.claim(wanted, deadline.remaining() if wait else 0.0):
+                # try_acquire takes no claim another holder has, but waits (within its
+                # bound, at least a short grace) for one whose holder gave up and
+                # whose key is being deleted: typically one round trip.
+                remaining = deadline.remaining()
+                releasing = _RELEASING_WAIT if remaining is None else remaining
+                releasing = max(releasing, CLEANUP_MIN_TIMEOUT)
+                if session.claims.claim(
+                    wanted, remaining if wait else 0.0, releasing=releasing
+                ):
                     claimed = wanted  # ours to release from here on
                 elif not wait:
                     return False
@@ -284,20 +306,40 @@ class QueueLock(HeldResource[errors.EtcdError]):
                         "(another holder in this process has it)"
                     )
             key = self._new_key(session)
+            attempts = [0]
             try:
-                token, read = self._enqueue(session, key, deadline, wait=wait)
+                token, read = self._enqueue(session, key, deadline, attempts, wait=wait)
             except errors.LeaseExpiredError:
                 raise  # the session ended while the txn was repeated: not a proof about the lease
             except errors.LeaseNotFoundError as exc:
                 key = None  # the txn failed as a whole: nothing was written
                 raise _LeaseGone(session.lease_gone(exc)) from None
+            except errors.EtcdError as exc:
+                if nothing_written(exc, attempts[0]):
+                    key = None  # refused as a whole (permissions...): nothing to clean up
+                raise
             self._check_read(read, token)
             older = sum(1 for kv in read if kv.create_revision < token)
+            self._queue_position = older  # contenders ahead when queued (telemetry)
             if older > self._allowed:
                 if not wait:
                     queued, key, mine, claimed = key, None, claimed, None
-                    self._delete_key(session, queued, token, mine, deadline.cleanup_timeout())
+                    if deadline.expired():
+                        # No request after the caller's deadline: answer now, delete after.
+                        guard = self._guard(session, queued, token)
+                        delete_in_background(
+                            self._client, session, queued, guard, mine, at_once=True
+                        )
+                    else:
+                        timeout = deadline.cleanup_timeout()
+                        self._delete_key(session, queued, token, mine, timeout)
                     return False
+                if deadline.expired():
+                    # The enqueue answered past the deadline: no further request (the
+                    # cleanup goes on in the background, after the error is raised).
+                    raise errors.LockTimeout(
+                        f"{self._name!r} was not acquired within {deadline.timeout} s"
+                    )
                 # With one holder at a time, the read that finds the way clear reads
                 # our key too (one request per handover); with more, check it after.
                 try:
@@ -314,6 +356,10 @@ class QueueLock(HeldResource[errors.EtcdError]):
                 except OwnKeyGone:
                     self._queued_key_gone(session, key, deadline)
                 if self._allowed:
+                    if deadline.expired():
+                        raise errors.LockTimeout(  # admitted, but too late to check it
+                            f"{self._name!r} was not acquired within {deadline.timeout} s"
+                        )
                     self._check_queued(session, key, token, deadline)
             self._take(session, key, token, claimed)
             return True
@@ -336,14 +382,21 @@ class QueueLock(HeldResource[errors.EtcdError]):
         return session
 
     def _enqueue(
-        self, session: Session, key: str, deadline: Deadline, *, wait: bool
+        self,
+        session: Session,
+        key: str,
+        deadline: Deadline,
+        attempts: list[int],
+        *,
+        wait: bool,
     ) -> tuple[int, list[KeyValue]]:
         """Create the key (or find it) in one txn; return its create revision and the
         oldest keys under the wait prefix (up to ``_allowed + 1`` of them).
 
         A waiting acquire repeats the txn while it times out (it is safe to: a
         second run finds the key the first one created), each attempt bounded, so
-        that it notices its session's end on a silent endpoint."""
+        that it notices its session's end on a silent endpoint.  ``attempts[0]``
+        counts the attempts made (a refusal of the first one wrote nothing)."""
         first = Op.get(
             self._wait_prefix(),
             prefix=True,
@@ -354,6 +407,7 @@ class QueueLock(HeldResource[errors.EtcdError]):
         )
 
         def attempt(timeout: float | None) -> TxnResponse:
+            attempts[0] += 1
             return self._client.txn(
                 [Compare.create_revision(key) == 0],
                 [Op.put(key, self._value(), lease=session.lease_id), first],
@@ -447,13 +501,22 @@ class QueueLock(HeldResource[errors.EtcdError]):
         exc: BaseException,
     ) -> None:
         """Remove the queued key of a failed acquire: in the caller's remaining time
-        or in the background (the policy of :mod:`._cleanup`)."""
+        or in the background (the policy of :mod:`._cleanup`): at once when the
+        deadline has passed (the caller's error is raised meanwhile)."""
         now, timeout = cleanup_now(exc, deadline)
         if now:
             self._delete_key(session, key, token, claimed, timeout)
         else:
             guard = self._guard(session, key, token)
-            delete_in_background(self._client, session, key, guard, claimed, unknown=not token)
+            delete_in_background(
+                self._client,
+                session,
+                key,
+                guard,
+                claimed,
+                unknown=not token,
+                at_once=deadline.expired(),
+            )
 
     def _guard(self, session: Session, key: str, token: int) -> Compare:
         if token:
