@@ -8,7 +8,9 @@
 * a put or take whose answer is lost (the request applied, the response dropped by
   a wrapper around the real client) is settled through its receipt: applied once,
   never twice, never dropped - and a take settled only after its call failed is
-  handed to the next ``get()``;
+  handed to the next ``get()``; a consume, release or remove lost *before* etcd
+  applied it is settled as not applied and sent again (not taken for a lost claim
+  or an item already gone);
 * the at-least-once queue: a claim hides the item from others, ``release()`` or the
   end of the claimer's session hands it back (to a consumer waiting in ``get()``),
   ``consume()`` deletes it atomically with extra ops and refuses once the claim is
@@ -25,7 +27,7 @@ from typing import Any
 import pytest
 
 from etcdsync import Client, Compare, Op, QueueItem, errors
-from etcdsync._sync.concurrency.locking_queue import Claim
+from etcdsync._sync.concurrency.locking_queue import Claim, LockingQueue
 from etcdsync._sync.concurrency.priority_queue import PriorityQueue
 from etcdsync._sync.concurrency.queue import Queue
 from etcdsync._backends._sync import Event, spawn, wait_event
@@ -38,12 +40,14 @@ TTL = 5
 class LossyClient:
     """A real client whose txn answers can be lost on purpose (a member crashing
     after applying a write looks the same to the caller): ``lose`` answers are
-    dropped after etcd applied the txn; while ``down`` is set, every txn fails
-    with it before it is sent."""
+    dropped after etcd applied the txn; ``drop`` guarded txns fail with
+    ``Unavailable`` before they are sent (lost on the way: never applied); while ``down`` is set,
+    every txn fails with it before it is sent."""
 
     def __init__(self, client: Client) -> None:
         self._client = client
         self.lose = 0
+        self.drop = 0
         self.down: errors.EtcdError | None = None
         self.lost = 0
 
@@ -53,6 +57,10 @@ class LossyClient:
     def txn(self, compare: Any = (), success: Any = (), failure: Any = (), **kw: Any) -> Any:
         if self.down is not None:
             raise self.down
+        if self.drop and compare:  # a write (guarded by its receipt), not a read
+            self.drop -= 1
+            self.lost += 1
+            raise errors.Unavailable("test: the request was lost on its way")
         response = self._client.txn(compare, success, failure, **kw)
         if self.lose:
             self.lose -= 1
@@ -275,6 +283,41 @@ def test_take_settled_after_its_call_failed_goes_to_the_next_get(
         assert (consumer.get(timeout=5)).value == b"a"
         assert (consumer.get(timeout=5)).value == b"b"
         assert _values(etcd, f"{name}/") == [b"c"]
+
+
+def test_writes_lost_before_they_were_applied_are_sent_again(
+    etcd_endpoint: str, prefix: str
+) -> None:
+    name = f"{prefix}jobs"
+    with Client(etcd_endpoint) as etcd:
+        lossy = LossyClient(etcd)
+        queue = LockingQueue(lossy, name, ttl=TTL)  # type: ignore[arg-type]
+        queue.put(b"a")
+        queue.put(b"b")
+        claim = queue.get(timeout=5)
+        # Settled as not applied (fenced): consumed all the same, not "claim lost".
+        lossy.drop = 1
+        claim.consume()
+        assert lossy.lost == 1
+        assert _values(etcd, f"{name}/items/") == [b"b"]
+        claim = queue.get(timeout=5)
+        lossy.drop = 1
+        assert claim.release() is True  # not "the claim was gone already"
+        assert queue.claimed() == 0
+        # Past the deadline once settled: QueueTimeout, nothing written, claim kept.
+        claim = queue.get(timeout=5)
+        lossy.drop = 1
+        with pytest.raises(errors.QueueTimeout):
+            claim.consume(timeout=0)
+        assert claim.held and queue.size() == 1 and queue.claimed() == 1
+        claim.consume()
+        assert queue.size() == 0
+        # remove(): True, not "taken already".
+        fifo = Queue(lossy, f"{name}-fifo", ttl=TTL)  # type: ignore[arg-type]
+        item_id = fifo.put(b"x")
+        lossy.drop = 1
+        assert fifo.remove(item_id) is True
+        assert fifo.size() == 0 and lossy.lost == 4
 
 
 # --- priority queue -----------------------------------------------------------------------------
