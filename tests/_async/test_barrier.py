@@ -5,7 +5,9 @@
   session, a persistent one (Go's behaviour) does not; Go's key layout;
 * a double barrier of N lets nobody enter before N participants arrived and
   nobody leave before all left (checked on revisions), refuses an N+1-th, withdraws
-  on timeout, and a participant whose session dies does not block the others.
+  on timeout, and a participant whose session dies does not block the others;
+  its writes whose answers are lost are sent again and recognised (one waiter key,
+  one ``ready`` write).
 
 Canonical asyncio tests; ``tests/_sync/test_barrier.py`` is generated from this file.
 """
@@ -17,6 +19,7 @@ from typing import Any
 import pytest
 
 from etcdsync import AsyncClient, Compare, Op, errors
+from etcdsync._async.concurrency.double_barrier import AsyncDoubleBarrier
 from etcdsync._backends._async import Event, spawn, wait_event
 from etcdsync.watch_types import EventType
 
@@ -222,3 +225,42 @@ async def test_a_dead_participant_does_not_block_the_others(
             assert await task.join(15)
         assert len(left) == 2 and all(isinstance(rev, int) and rev > 0 for rev in left), left
         assert await count_keys(etcd, f"{name}/waiters/") == 0
+
+
+class _AnswerLost:
+    """A real client whose next ``lose`` txn answers are dropped after etcd applied
+    them (a leader crashing after the commit looks the same to the caller)."""
+
+    def __init__(self, client: AsyncClient, lose: int) -> None:
+        self._client = client
+        self.lose = lose
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    async def txn(self, *args: Any, **kw: Any) -> Any:
+        response = await self._client.txn(*args, **kw)
+        if self.lose:
+            self.lose -= 1
+            raise errors.Unavailable("test: the answer was lost")
+        return response
+
+
+async def test_double_barrier_writes_whose_answers_are_lost_are_sent_again(
+    etcd_endpoint: str, prefix: str
+) -> None:
+    name = f"{prefix}round"
+    async with AsyncClient(etcd_endpoint) as etcd:
+        # Alone in a barrier of 1: the waiter key's put and the ready write each lose
+        # their answer once, then the leave's delete.
+        lossy = _AnswerLost(etcd, 2)
+        barrier = AsyncDoubleBarrier(lossy, name, 1, ttl=TTL)  # type: ignore[arg-type]
+        opened = await barrier.enter(timeout=10)
+        assert lossy.lose == 0
+        waiters = (await etcd.get(f"{name}/waiters/", prefix=True)).kvs
+        assert [kv.key.decode() for kv in waiters] == [barrier.key]  # one key: ours
+        ready = (await etcd.get(f"{name}/ready")).kv
+        assert ready is not None and ready.mod_revision == opened and ready.version == 1
+        lossy.lose = 1
+        assert await barrier.leave(timeout=10) > opened
+        assert lossy.lose == 0 and await count_keys(etcd, f"{name}/") == 0

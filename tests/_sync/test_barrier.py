@@ -6,7 +6,9 @@
   session, a persistent one (Go's behaviour) does not; Go's key layout;
 * a double barrier of N lets nobody enter before N participants arrived and
   nobody leave before all left (checked on revisions), refuses an N+1-th, withdraws
-  on timeout, and a participant whose session dies does not block the others.
+  on timeout, and a participant whose session dies does not block the others;
+  its writes whose answers are lost are sent again and recognised (one waiter key,
+  one ``ready`` write).
 
 Canonical asyncio tests; ``tests/_sync/test_barrier.py`` is generated from this file.
 """
@@ -18,6 +20,7 @@ from typing import Any
 import pytest
 
 from etcdsync import Client, Compare, Op, errors
+from etcdsync._sync.concurrency.double_barrier import DoubleBarrier
 from etcdsync._backends._sync import Event, spawn, wait_event
 from etcdsync.watch_types import EventType
 
@@ -223,3 +226,42 @@ def test_a_dead_participant_does_not_block_the_others(
             assert task.join(15)
         assert len(left) == 2 and all(isinstance(rev, int) and rev > 0 for rev in left), left
         assert count_keys(etcd, f"{name}/waiters/") == 0
+
+
+class _AnswerLost:
+    """A real client whose next ``lose`` txn answers are dropped after etcd applied
+    them (a leader crashing after the commit looks the same to the caller)."""
+
+    def __init__(self, client: Client, lose: int) -> None:
+        self._client = client
+        self.lose = lose
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._client, name)
+
+    def txn(self, *args: Any, **kw: Any) -> Any:
+        response = self._client.txn(*args, **kw)
+        if self.lose:
+            self.lose -= 1
+            raise errors.Unavailable("test: the answer was lost")
+        return response
+
+
+def test_double_barrier_writes_whose_answers_are_lost_are_sent_again(
+    etcd_endpoint: str, prefix: str
+) -> None:
+    name = f"{prefix}round"
+    with Client(etcd_endpoint) as etcd:
+        # Alone in a barrier of 1: the waiter key's put and the ready write each lose
+        # their answer once, then the leave's delete.
+        lossy = _AnswerLost(etcd, 2)
+        barrier = DoubleBarrier(lossy, name, 1, ttl=TTL)  # type: ignore[arg-type]
+        opened = barrier.enter(timeout=10)
+        assert lossy.lose == 0
+        waiters = (etcd.get(f"{name}/waiters/", prefix=True)).kvs
+        assert [kv.key.decode() for kv in waiters] == [barrier.key]  # one key: ours
+        ready = (etcd.get(f"{name}/ready")).kv
+        assert ready is not None and ready.mod_revision == opened and ready.version == 1
+        lossy.lose = 1
+        assert barrier.leave(timeout=10) > opened
+        assert lossy.lose == 0 and count_keys(etcd, f"{name}/") == 0

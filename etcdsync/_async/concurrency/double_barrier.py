@@ -25,25 +25,64 @@ that dies leaves with its lease, within the TTL.  Before the barrier opens, a de
 participant still counts until its key expires; after it opened, the others'
 ``leave()`` waits for its key to expire.  Either way nobody waits forever.
 
+**Across a leader election.**  Like a lock's acquire, ``enter()`` and ``leave()``
+repeat a request that times out or finds no server until the caller's deadline (each
+attempt bounded, so a waiter notices its session's end): every one of them is safe to
+repeat - reads, the watch's creation, the waiter key's put (a repeat finds the key an
+earlier attempt created, bound to our lease), the ``ready`` write (guarded: written
+only if not written since our key was created, else read) and the deletes.  A
+participant's requests stop at once when its session ends (``enter()``), except
+``leave()``'s after its own key is gone: its session does not matter any more.
+
 One round at a time: reuse a name only after everyone's ``leave()`` returned.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from ... import errors
-from ..._backends._async import spawn
+from ..._backends._async import sleep, spawn
 from ..._deadline import Deadline
-from ...models import GetResponse
+from ...models import GetResponse, TxnResponse
 from ...ops import Compare, Op
 from ...watch_types import EventType
 from ..watcher import AsyncWatcher
-from ._waiting import session_error, wait_for_deletes
+from ._waiting import WAIT_REQUEST_TIMEOUT, request_while_alive, session_error, wait_for_deletes
 from .recipe_client import AsyncRecipeClient
 from .session import DEFAULT_SESSION_TTL, AsyncSession
 
 __all__ = ["AsyncDoubleBarrier"]
+
+_T = TypeVar("_T")
+_RETRY_FIRST_DELAY = 0.05
+
+
+async def _until_deadline(
+    deadline: Deadline,
+    call: Callable[[float | None], Awaitable[_T]],
+    *,
+    attempt: float | None = WAIT_REQUEST_TIMEOUT,
+) -> _T:
+    """``await call(timeout)``, again while it times out or finds no server, until
+    ``deadline`` passes (the last error is raised then): for requests that no longer
+    depend on a session (``leave()`` once our key is gone).  ``call`` must be safe to
+    repeat; each try gets at most ``attempt`` seconds (None: what is left)."""
+    delay = _RETRY_FIRST_DELAY
+    while True:
+        timeout = deadline.rpc_timeout()
+        if attempt is not None and (timeout is None or timeout > attempt):
+            timeout = attempt
+        try:
+            return await call(timeout)
+        except (errors.Timeout, errors.ConnectionError_):
+            remaining = deadline.remaining()
+            if remaining is not None and remaining < 2 * _RETRY_FIRST_DELAY:
+                raise
+        await sleep(delay if remaining is None else min(delay, remaining - _RETRY_FIRST_DELAY))
+        delay = min(delay * 2, WAIT_REQUEST_TIMEOUT)
 
 
 class AsyncDoubleBarrier:
@@ -114,23 +153,30 @@ class AsyncDoubleBarrier:
         """True between a successful ``enter()`` and the end of ``leave()``."""
         return self._entered > 0
 
-    async def _get_session(self) -> AsyncSession:
+    async def _get_session(self, deadline: Deadline) -> AsyncSession:
         session = self._session_arg
         if session is None:
-            session = await self._client.shared_session(self._ttl or DEFAULT_SESSION_TTL)
+            ttl = self._ttl or DEFAULT_SESSION_TTL
+            # A grant whose answer is lost leaves a lease nobody renews: it expires.
+            session = await _until_deadline(
+                deadline, lambda timeout: self._client.shared_session(ttl, timeout=timeout)
+            )
         if session.is_done:
             raise session_error(session)
         return session
 
-    async def _waiters(self, deadline: Deadline) -> GetResponse:
+    async def _read_waiters(self, timeout: float | None) -> GetResponse:
         return await self._client.get(
             self.waiters_prefix,
             prefix=True,
             sort_order="ascend",
             sort_target="create",
             keys_only=True,
-            timeout=deadline.rpc_timeout(),
+            timeout=timeout,
         )
+
+    async def _waiters(self, session: AsyncSession, deadline: Deadline) -> GetResponse:
+        return await request_while_alive(session, deadline, self._read_waiters)
 
     # --- enter ---------------------------------------------------------------------------
 
@@ -143,18 +189,22 @@ class AsyncDoubleBarrier:
         when ``timeout`` seconds pass first (the participant withdraws, unless the
         barrier opened at that moment: then it returns normally);
         :class:`~etcdsync.errors.SessionExpiredError` if the session ends while
-        waiting (its key went with the lease).
+        waiting (its key went with the lease).  A request that times out or finds
+        no server (a leader election) is sent again until ``timeout``.
         """
         if self._key:
             raise errors.BarrierError(f"this participant is in {self._name!r} already")
         deadline = Deadline(timeout)
-        session = await self._get_session()
-        if (await self._waiters(deadline)).count >= self._count:
-            raise self._full()
+        try:
+            session = await self._get_session(deadline)
+            if (await self._waiters(session, deadline)).count >= self._count:
+                raise self._full()
+        except errors.Timeout as exc:
+            raise self._enter_timeout(exc, deadline, timeout) from exc
         self._session = session
         try:
             await self._put_waiter(session, deadline)
-            waiters = await self._waiters(deadline)
+            waiters = await self._waiters(session, deadline)
             if len(waiters.kvs) >= self._count:
                 last = waiters.kvs[self._count - 1]
                 if self._revision > last.create_revision:
@@ -162,7 +212,7 @@ class AsyncDoubleBarrier:
                     raise self._full()
                 if self._revision == last.create_revision:
                     # We complete the count: open the barrier for everyone.
-                    self._entered = (await self._client.put(self.ready_key, b"")).revision
+                    self._entered = await self._open(session, deadline)
                     return self._entered
             self._entered = await self._wait_ready(session, deadline, timeout)
             return self._entered
@@ -173,15 +223,19 @@ class AsyncDoubleBarrier:
                 if opened:
                     self._entered = opened
                     return opened
-            if (
-                isinstance(exc, errors.Timeout)
-                and not isinstance(exc, errors.BarrierTimeout)
-                and deadline.at is not None
-            ):
-                raise errors.BarrierTimeout(
-                    f"the double barrier {self._name!r} did not open within {timeout} s"
-                ) from exc
+            if isinstance(exc, errors.Timeout):
+                raise self._enter_timeout(exc, deadline, timeout) from exc
             raise
+
+    def _enter_timeout(
+        self, exc: errors.Timeout, deadline: Deadline, timeout: float | None
+    ) -> errors.Timeout:
+        # Requests are repeated until the deadline: with one, any Timeout means it passed.
+        if isinstance(exc, errors.BarrierTimeout) or deadline.at is None:
+            return exc
+        return errors.BarrierTimeout(
+            f"the double barrier {self._name!r} did not open within {timeout} s"
+        )
 
     def _full(self) -> errors.BarrierFullError:
         return errors.BarrierFullError(
@@ -192,16 +246,52 @@ class AsyncDoubleBarrier:
         while True:
             key = f"{self.waiters_prefix}{time.time_ns()}"
             self._key = key  # from here on, a failure withdraws it
-            response = await self._client.txn(
-                [Compare.version(key) == 0],
-                [Op.put(key, b"", lease=session.lease_id)],
-                [],
-                timeout=deadline.rpc_timeout(),
-            )
+
+            async def attempt(timeout: float | None, key: str = key) -> TxnResponse:
+                return await self._client.txn(
+                    [Compare.create_revision(key) == 0],
+                    [Op.put(key, b"", lease=session.lease_id)],
+                    [Op.get(key, keys_only=True)],
+                    timeout=timeout,
+                )
+
+            try:
+                response = await request_while_alive(session, deadline, attempt)
+            except errors.LeaseExpiredError:
+                raise  # the session ended while the txn was repeated
+            except errors.LeaseNotFoundError as exc:
+                raise session.lease_gone(exc) from None
             if response.succeeded:
                 self._revision = response.revision
                 return
+            found = response.responses[0]
+            assert isinstance(found, GetResponse)
+            if found.kvs and found.kvs[0].lease == session.lease_id:
+                # Created by an earlier attempt whose answer was lost: ours.
+                self._revision = found.kvs[0].create_revision
+                return
             # Another participant took the same nanosecond: another key.
+
+    async def _open(self, session: AsyncSession, deadline: Deadline) -> int:
+        """Write ``ready`` (we complete the count); the revision it was written at.
+
+        Guarded - only if not written since our key was created, else read it - so a
+        repeat after a lost answer returns the revision of the write that landed."""
+
+        async def attempt(timeout: float | None) -> TxnResponse:
+            return await self._client.txn(
+                [Compare.mod_revision(self.ready_key) < self._revision + 1],
+                [Op.put(self.ready_key, b"")],
+                [Op.get(self.ready_key, keys_only=True)],
+                timeout=timeout,
+            )
+
+        response = await request_while_alive(session, deadline, attempt)
+        if response.succeeded:
+            return response.revision
+        ready = response.responses[0]
+        assert isinstance(ready, GetResponse) and ready.kvs
+        return ready.kvs[0].mod_revision
 
     async def _wait_ready(
         self, session: AsyncSession, deadline: Deadline, timeout: float | None
@@ -217,7 +307,11 @@ class AsyncDoubleBarrier:
         session.add_done_callback(on_session_end)
         try:
             while True:
-                ready = await self._client.get(self.ready_key, timeout=deadline.rpc_timeout())
+                ready = await request_while_alive(
+                    session,
+                    deadline,
+                    lambda timeout: self._client.get(self.ready_key, timeout=timeout),
+                )
                 kv = ready.kv
                 if kv is not None and kv.mod_revision > self._revision:
                     return kv.mod_revision
@@ -227,11 +321,12 @@ class AsyncDoubleBarrier:
                     return await self._enter_timed_out(deadline, timeout)
                 if watcher is None:
                     # From now, then read again (above): no write of ``ready`` is missed.
-                    watcher = await self._client.watch(
-                        self.ready_key,
-                        no_delete=True,
-                        require_leader=True,
-                        timeout=deadline.rpc_timeout(),
+                    watcher = await request_while_alive(
+                        session,
+                        deadline,
+                        lambda timeout: self._client.watch(
+                            self.ready_key, no_delete=True, require_leader=True, timeout=timeout
+                        ),
                     )
                     continue
                 try:
@@ -280,7 +375,10 @@ class AsyncDoubleBarrier:
             compares.append(Compare.mod_revision(self.ready_key) < revision + 1)
         try:
             response = await self._client.txn(
-                compares, [Op.delete(key)], [Op.get(self.ready_key)], timeout=deadline.rpc_timeout()
+                compares,
+                [Op.delete(key)],
+                [Op.get(self.ready_key)],
+                timeout=deadline.cleanup_timeout(),
             )
         except errors.EtcdError:
             self._forget()
@@ -304,7 +402,8 @@ class AsyncDoubleBarrier:
 
         Raises :class:`~etcdsync.errors.BarrierTimeout` when ``timeout`` seconds
         pass first (call ``leave()`` again to go on waiting); BarrierError if this
-        participant has not entered.
+        participant has not entered.  Requests are sent again until ``timeout``, as
+        in :meth:`enter`.
         """
         if not self._entered:
             raise errors.BarrierError(f"this participant has not entered {self._name!r}")
@@ -312,7 +411,7 @@ class AsyncDoubleBarrier:
         session = self._session
         assert session is not None
         try:
-            waiters = await self._waiters(deadline)
+            waiters = await _until_deadline(deadline, self._read_waiters)
             keys = [kv.key for kv in waiters.kvs if kv.create_revision <= self._entered]
             mine = self._key.encode()
             if mine in keys and keys[0] == mine:
@@ -326,27 +425,26 @@ class AsyncDoubleBarrier:
                         timeout=deadline.remaining(),
                         allowed=1,
                     )
-                response = await self._client.txn(
-                    [],
-                    [Op.delete(self.ready_key), Op.delete(self._key)],
-                    [],
-                    timeout=deadline.rpc_timeout(),
+                closing = [Op.delete(self.ready_key), Op.delete(self._key)]
+                response = await _until_deadline(
+                    deadline, lambda timeout: self._client.txn([], closing, [], timeout=timeout)
                 )
                 self._forget()
                 return response.revision
             if mine in keys:
-                await self._client.txn(
-                    [Compare.create_revision(self._key) == self._revision],
-                    [Op.delete(self._key)],
-                    [],
-                    timeout=deadline.rpc_timeout(),
+                guard = [Compare.create_revision(self._key) == self._revision]
+                leaving = [Op.delete(self._key)]
+                await _until_deadline(
+                    deadline, lambda timeout: self._client.txn(guard, leaving, [], timeout=timeout)
                 )
             # Our key is gone: wait for everyone who entered with us (the oldest last).
-            revision = await wait_for_deletes(
-                self._client,
-                self.waiters_prefix,
-                self._entered,
-                timeout=deadline.remaining(),
+            # (Its requests are single tries without a session: repeat the whole wait.)
+            revision = await _until_deadline(
+                deadline,
+                lambda timeout: wait_for_deletes(
+                    self._client, self.waiters_prefix, self._entered, timeout=timeout
+                ),
+                attempt=None,
             )
             self._forget()
             return revision

@@ -26,25 +26,64 @@ that dies leaves with its lease, within the TTL.  Before the barrier opens, a de
 participant still counts until its key expires; after it opened, the others'
 ``leave()`` waits for its key to expire.  Either way nobody waits forever.
 
+**Across a leader election.**  Like a lock's acquire, ``enter()`` and ``leave()``
+repeat a request that times out or finds no server until the caller's deadline (each
+attempt bounded, so a waiter notices its session's end): every one of them is safe to
+repeat - reads, the watch's creation, the waiter key's put (a repeat finds the key an
+earlier attempt created, bound to our lease), the ``ready`` write (guarded: written
+only if not written since our key was created, else read) and the deletes.  A
+participant's requests stop at once when its session ends (``enter()``), except
+``leave()``'s after its own key is gone: its session does not matter any more.
+
 One round at a time: reuse a name only after everyone's ``leave()`` returned.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
 
 from ... import errors
-from ..._backends._sync import spawn
+from ..._backends._sync import sleep, spawn
 from ..._deadline import Deadline
-from ...models import GetResponse
+from ...models import GetResponse, TxnResponse
 from ...ops import Compare, Op
 from ...watch_types import EventType
 from ..watcher import Watcher
-from ._waiting import session_error, wait_for_deletes
+from ._waiting import WAIT_REQUEST_TIMEOUT, request_while_alive, session_error, wait_for_deletes
 from .recipe_client import RecipeClient
 from .session import DEFAULT_SESSION_TTL, Session
 
 __all__ = ["DoubleBarrier"]
+
+_T = TypeVar("_T")
+_RETRY_FIRST_DELAY = 0.05
+
+
+def _until_deadline(
+    deadline: Deadline,
+    call: Callable[[float | None], _T],
+    *,
+    attempt: float | None = WAIT_REQUEST_TIMEOUT,
+) -> _T:
+    """``call(timeout)``, again while it times out or finds no server, until
+    ``deadline`` passes (the last error is raised then): for requests that no longer
+    depend on a session (``leave()`` once our key is gone).  ``call`` must be safe to
+    repeat; each try gets at most ``attempt`` seconds (None: what is left)."""
+    delay = _RETRY_FIRST_DELAY
+    while True:
+        timeout = deadline.rpc_timeout()
+        if attempt is not None and (timeout is None or timeout > attempt):
+            timeout = attempt
+        try:
+            return call(timeout)
+        except (errors.Timeout, errors.ConnectionError_):
+            remaining = deadline.remaining()
+            if remaining is not None and remaining < 2 * _RETRY_FIRST_DELAY:
+                raise
+        sleep(delay if remaining is None else min(delay, remaining - _RETRY_FIRST_DELAY))
+        delay = min(delay * 2, WAIT_REQUEST_TIMEOUT)
 
 
 class DoubleBarrier:
@@ -115,23 +154,30 @@ class DoubleBarrier:
         """True between a successful ``enter()`` and the end of ``leave()``."""
         return self._entered > 0
 
-    def _get_session(self) -> Session:
+    def _get_session(self, deadline: Deadline) -> Session:
         session = self._session_arg
         if session is None:
-            session = self._client.shared_session(self._ttl or DEFAULT_SESSION_TTL)
+            ttl = self._ttl or DEFAULT_SESSION_TTL
+            # A grant whose answer is lost leaves a lease nobody renews: it expires.
+            session = _until_deadline(
+                deadline, lambda timeout: self._client.shared_session(ttl, timeout=timeout)
+            )
         if session.is_done:
             raise session_error(session)
         return session
 
-    def _waiters(self, deadline: Deadline) -> GetResponse:
+    def _read_waiters(self, timeout: float | None) -> GetResponse:
         return self._client.get(
             self.waiters_prefix,
             prefix=True,
             sort_order="ascend",
             sort_target="create",
             keys_only=True,
-            timeout=deadline.rpc_timeout(),
+            timeout=timeout,
         )
+
+    def _waiters(self, session: Session, deadline: Deadline) -> GetResponse:
+        return request_while_alive(session, deadline, self._read_waiters)
 
     # --- enter ---------------------------------------------------------------------------
 
@@ -144,18 +190,22 @@ class DoubleBarrier:
         when ``timeout`` seconds pass first (the participant withdraws, unless the
         barrier opened at that moment: then it returns normally);
         :class:`~etcdsync.errors.SessionExpiredError` if the session ends while
-        waiting (its key went with the lease).
+        waiting (its key went with the lease).  A request that times out or finds
+        no server (a leader election) is sent again until ``timeout``.
         """
         if self._key:
             raise errors.BarrierError(f"this participant is in {self._name!r} already")
         deadline = Deadline(timeout)
-        session = self._get_session()
-        if (self._waiters(deadline)).count >= self._count:
-            raise self._full()
+        try:
+            session = self._get_session(deadline)
+            if (self._waiters(session, deadline)).count >= self._count:
+                raise self._full()
+        except errors.Timeout as exc:
+            raise self._enter_timeout(exc, deadline, timeout) from exc
         self._session = session
         try:
             self._put_waiter(session, deadline)
-            waiters = self._waiters(deadline)
+            waiters = self._waiters(session, deadline)
             if len(waiters.kvs) >= self._count:
                 last = waiters.kvs[self._count - 1]
                 if self._revision > last.create_revision:
@@ -163,7 +213,7 @@ class DoubleBarrier:
                     raise self._full()
                 if self._revision == last.create_revision:
                     # We complete the count: open the barrier for everyone.
-                    self._entered = (self._client.put(self.ready_key, b"")).revision
+                    self._entered = self._open(session, deadline)
                     return self._entered
             self._entered = self._wait_ready(session, deadline, timeout)
             return self._entered
@@ -174,15 +224,19 @@ class DoubleBarrier:
                 if opened:
                     self._entered = opened
                     return opened
-            if (
-                isinstance(exc, errors.Timeout)
-                and not isinstance(exc, errors.BarrierTimeout)
-                and deadline.at is not None
-            ):
-                raise errors.BarrierTimeout(
-                    f"the double barrier {self._name!r} did not open within {timeout} s"
-                ) from exc
+            if isinstance(exc, errors.Timeout):
+                raise self._enter_timeout(exc, deadline, timeout) from exc
             raise
+
+    def _enter_timeout(
+        self, exc: errors.Timeout, deadline: Deadline, timeout: float | None
+    ) -> errors.Timeout:
+        # Requests are repeated until the deadline: with one, any Timeout means it passed.
+        if isinstance(exc, errors.BarrierTimeout) or deadline.at is None:
+            return exc
+        return errors.BarrierTimeout(
+            f"the double barrier {self._name!r} did not open within {timeout} s"
+        )
 
     def _full(self) -> errors.BarrierFullError:
         return errors.BarrierFullError(
@@ -193,16 +247,52 @@ class DoubleBarrier:
         while True:
             key = f"{self.waiters_prefix}{time.time_ns()}"
             self._key = key  # from here on, a failure withdraws it
-            response = self._client.txn(
-                [Compare.version(key) == 0],
-                [Op.put(key, b"", lease=session.lease_id)],
-                [],
-                timeout=deadline.rpc_timeout(),
-            )
+
+            def attempt(timeout: float | None, key: str = key) -> TxnResponse:
+                return self._client.txn(
+                    [Compare.create_revision(key) == 0],
+                    [Op.put(key, b"", lease=session.lease_id)],
+                    [Op.get(key, keys_only=True)],
+                    timeout=timeout,
+                )
+
+            try:
+                response = request_while_alive(session, deadline, attempt)
+            except errors.LeaseExpiredError:
+                raise  # the session ended while the txn was repeated
+            except errors.LeaseNotFoundError as exc:
+                raise session.lease_gone(exc) from None
             if response.succeeded:
                 self._revision = response.revision
                 return
+            found = response.responses[0]
+            assert isinstance(found, GetResponse)
+            if found.kvs and found.kvs[0].lease == session.lease_id:
+                # Created by an earlier attempt whose answer was lost: ours.
+                self._revision = found.kvs[0].create_revision
+                return
             # Another participant took the same nanosecond: another key.
+
+    def _open(self, session: Session, deadline: Deadline) -> int:
+        """Write ``ready`` (we complete the count); the revision it was written at.
+
+        Guarded - only if not written since our key was created, else read it - so a
+        repeat after a lost answer returns the revision of the write that landed."""
+
+        def attempt(timeout: float | None) -> TxnResponse:
+            return self._client.txn(
+                [Compare.mod_revision(self.ready_key) < self._revision + 1],
+                [Op.put(self.ready_key, b"")],
+                [Op.get(self.ready_key, keys_only=True)],
+                timeout=timeout,
+            )
+
+        response = request_while_alive(session, deadline, attempt)
+        if response.succeeded:
+            return response.revision
+        ready = response.responses[0]
+        assert isinstance(ready, GetResponse) and ready.kvs
+        return ready.kvs[0].mod_revision
 
     def _wait_ready(
         self, session: Session, deadline: Deadline, timeout: float | None
@@ -218,7 +308,11 @@ class DoubleBarrier:
         session.add_done_callback(on_session_end)
         try:
             while True:
-                ready = self._client.get(self.ready_key, timeout=deadline.rpc_timeout())
+                ready = request_while_alive(
+                    session,
+                    deadline,
+                    lambda timeout: self._client.get(self.ready_key, timeout=timeout),
+                )
                 kv = ready.kv
                 if kv is not None and kv.mod_revision > self._revision:
                     return kv.mod_revision
@@ -228,11 +322,12 @@ class DoubleBarrier:
                     return self._enter_timed_out(deadline, timeout)
                 if watcher is None:
                     # From now, then read again (above): no write of ``ready`` is missed.
-                    watcher = self._client.watch(
-                        self.ready_key,
-                        no_delete=True,
-                        require_leader=True,
-                        timeout=deadline.rpc_timeout(),
+                    watcher = request_while_alive(
+                        session,
+                        deadline,
+                        lambda timeout: self._client.watch(
+                            self.ready_key, no_delete=True, require_leader=True, timeout=timeout
+                        ),
                     )
                     continue
                 try:
@@ -281,7 +376,10 @@ class DoubleBarrier:
             compares.append(Compare.mod_revision(self.ready_key) < revision + 1)
         try:
             response = self._client.txn(
-                compares, [Op.delete(key)], [Op.get(self.ready_key)], timeout=deadline.rpc_timeout()
+                compares,
+                [Op.delete(key)],
+                [Op.get(self.ready_key)],
+                timeout=deadline.cleanup_timeout(),
             )
         except errors.EtcdError:
             self._forget()
@@ -305,7 +403,8 @@ class DoubleBarrier:
 
         Raises :class:`~etcdsync.errors.BarrierTimeout` when ``timeout`` seconds
         pass first (call ``leave()`` again to go on waiting); BarrierError if this
-        participant has not entered.
+        participant has not entered.  Requests are sent again until ``timeout``, as
+        in :meth:`enter`.
         """
         if not self._entered:
             raise errors.BarrierError(f"this participant has not entered {self._name!r}")
@@ -313,7 +412,7 @@ class DoubleBarrier:
         session = self._session
         assert session is not None
         try:
-            waiters = self._waiters(deadline)
+            waiters = _until_deadline(deadline, self._read_waiters)
             keys = [kv.key for kv in waiters.kvs if kv.create_revision <= self._entered]
             mine = self._key.encode()
             if mine in keys and keys[0] == mine:
@@ -327,27 +426,26 @@ class DoubleBarrier:
                         timeout=deadline.remaining(),
                         allowed=1,
                     )
-                response = self._client.txn(
-                    [],
-                    [Op.delete(self.ready_key), Op.delete(self._key)],
-                    [],
-                    timeout=deadline.rpc_timeout(),
+                closing = [Op.delete(self.ready_key), Op.delete(self._key)]
+                response = _until_deadline(
+                    deadline, lambda timeout: self._client.txn([], closing, [], timeout=timeout)
                 )
                 self._forget()
                 return response.revision
             if mine in keys:
-                self._client.txn(
-                    [Compare.create_revision(self._key) == self._revision],
-                    [Op.delete(self._key)],
-                    [],
-                    timeout=deadline.rpc_timeout(),
+                guard = [Compare.create_revision(self._key) == self._revision]
+                leaving = [Op.delete(self._key)]
+                _until_deadline(
+                    deadline, lambda timeout: self._client.txn(guard, leaving, [], timeout=timeout)
                 )
             # Our key is gone: wait for everyone who entered with us (the oldest last).
-            revision = wait_for_deletes(
-                self._client,
-                self.waiters_prefix,
-                self._entered,
-                timeout=deadline.remaining(),
+            # (Its requests are single tries without a session: repeat the whole wait.)
+            revision = _until_deadline(
+                deadline,
+                lambda timeout: wait_for_deletes(
+                    self._client, self.waiters_prefix, self._entered, timeout=timeout
+                ),
+                attempt=None,
             )
             self._forget()
             return revision
