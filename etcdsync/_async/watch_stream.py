@@ -24,6 +24,7 @@ import logging
 from collections import deque
 
 from .. import _status, errors
+from .. import telemetry as _telemetry
 from .._backends import StreamEnded
 from .._backends._async import BidiStream, Cancelled, Event, Lock, Task, spawn, wait_event
 from .._config import check_timeout
@@ -245,6 +246,8 @@ class AsyncWatchStream:
         if response.canceled:
             if watcher is not None:
                 self._by_id.pop(response.watch_id, None)
+            if _telemetry.active is not None:
+                _telemetry.active.watch_reconnected()
                 if watcher.watch_id == response.watch_id:
                     watcher.on_canceled(response.compact_revision, response.cancel_reason)
             return

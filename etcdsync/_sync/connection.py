@@ -45,6 +45,7 @@ from tenacity import (
 )
 
 from .. import _status, errors
+from .. import telemetry as _telemetry
 from .._backends._sync import (
     BidiStream,
     Cancelled,
@@ -409,6 +410,33 @@ class Connection:
         pinned = _pin(endpoint)
         if not self._chosen and pinned is None:
             self._choose_endpoint(deadline)
+        # Not a coroutine itself: with telemetry off (the default) the call costs one
+        # test more than the request path's own coroutine (``_unary``), no frame.
+        telemetry = _telemetry.active
+        if telemetry is None:
+            return self._unary(method, request, timeout, idempotent, endpoint)
+        return self._traced_unary(telemetry, method, request, timeout, idempotent, endpoint)
+
+    def _traced_unary(
+        self,
+        telemetry: _telemetry.Telemetry,
+        method: Method,
+        request: Any,
+        timeout: float | None,
+        idempotent: bool,
+        endpoint: str | None,
+    ) -> Any:
+        with telemetry.rpc(method):  # etcdsync.telemetry.enable(): one span per request
+            return self._unary(method, request, timeout, idempotent, endpoint)
+
+    def _unary(
+        self,
+        method: Method,
+        request: Any,
+        timeout: float | None,
+        idempotent: bool,
+        endpoint: str | None,
+    ) -> Any:
         if self._settings.auto_sync_interval is not None and self._sync_task is None:
             self._sync_task = spawn(self._auto_sync, name="etcdsync-endpoint-sync")
         floor = self.seen_revision
@@ -458,6 +486,8 @@ class Connection:
         try:
             return self._callable(method, pinned)(
                 request, timeout=remaining, metadata=metadata
+        if _telemetry.active is not None:  # counts the attempts (retries) of the span
+            _telemetry.active.rpc_attempt(method, pinned or self.endpoint)
             )
         except grpc.RpcError as exc:
             raise exc.with_traceback(None) from None  # drop gRPC frames: they hold the call

@@ -72,6 +72,26 @@ async def test_contended_acquire_ends_within_a_round_trip_of_its_deadline(
                 await slow.close()
 
 
+async def test_cold_client_acquire_ends_within_a_round_trip_of_its_deadline(
+    etcd_endpoint: str, prefix: str
+) -> None:
+    """A first acquire on a new client creates the connection and the shared session
+    on the slow network too: once that took the time, no enqueue is sent."""
+    name = f"{prefix}cold"
+    timeout = 0.5
+    with FaultProxy(etcd_endpoint) as proxy:
+        async with AsyncClient(etcd_endpoint) as etcd, etcd.lock(name, ttl=TTL):
+            proxy.delay(ONE_WAY, jitter=JITTER, seed=11)
+            async with AsyncClient(proxy.endpoint, timeout=5) as cold:
+                start = time.monotonic()
+                with pytest.raises(errors.LockTimeout):
+                    await cold.lock(name, ttl=TTL).acquire(timeout=timeout)
+                overshoot = time.monotonic() - start - timeout
+                assert overshoot < MAX_ROUND_TRIP + SLACK, f"overshoot {overshoot:.2f}s"
+                print(f"cold acquire(timeout={timeout}) overshoot: {overshoot:.3f}")
+            await wait_count(etcd, f"{name}/", 1, timeout=10)  # nothing left queued
+
+
 async def test_contended_semaphore_ends_within_a_round_trip_of_its_deadline(
     etcd_endpoint: str, prefix: str
 ) -> None:

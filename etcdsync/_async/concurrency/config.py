@@ -23,6 +23,7 @@ from types import TracebackType
 from typing import Any
 
 from ... import errors
+from ... import telemetry as _telemetry
 from ..._backends._async import Event, StateLock, Task, run_callback, spawn, wait_event
 from ..._callbacks import call_callback
 from ..._deadline import Deadline
@@ -313,7 +314,7 @@ class AsyncConfigWatcher:
         while not self._stop.is_set():
             reloading = not self._mirror.watching
             try:
-                changed = await self._mirror.step()
+                changed = await (self._reload() if reloading else self._mirror.step())
             except StopAsyncIteration:
                 return  # stop() closed the mirror
             except errors.ClientClosedError as exc:
@@ -338,6 +339,11 @@ class AsyncConfigWatcher:
                 )
             if changed:
                 self._evaluate(self._mirror.revision)
+
+    @_telemetry.traced("config.reload", _telemetry.describe_config_reload)
+    async def _reload(self) -> bool:
+        """The mirror's step that reads the whole prefix again (a span when traced)."""
+        return await self._mirror.step()
 
     # --- publishing -----------------------------------------------------------------------
 

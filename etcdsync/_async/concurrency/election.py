@@ -283,6 +283,12 @@ class AsyncElection(AsyncHeldResource[errors.LeadershipLostError]):
         attempts = 0
         try:
             abort.check()
+            if deadline.timeout and deadline.expired():
+                # The session's creation took the time: no request after the deadline
+                # (a timeout=0 campaign still makes its one deciding request).
+                raise errors.ElectionTimeout(
+                    f"not elected leader of {self.name!r} within the timeout"
+                )
 
             # Each request is safe to repeat (create-if-absent, update-if-ours, a
             # read): a waiter repeats it while it times out, each attempt bounded, so
@@ -364,8 +370,9 @@ class AsyncElection(AsyncHeldResource[errors.LeadershipLostError]):
                     raise await self._vanished(session, key, deadline, abort) from None
             await self._install(session, term, key, rev, seen, deadline, abort)
         except BaseException as exc:
-            # A create refused as a whole (permissions...) wrote nothing to withdraw.
-            written = not (rev == 0 and nothing_written(exc, attempts))
+            # A create never sent, or refused as a whole (permissions...), wrote
+            # nothing to withdraw.
+            written = not (rev == 0 and (not attempts or nothing_written(exc, attempts)))
             await self._abandon(session, term, key, rev, deadline, exc, written=written)
             raise
 

@@ -31,6 +31,7 @@ from collections.abc import Callable, Iterable
 from typing import Any, Generic, TypeVar
 
 from ... import errors
+from ... import telemetry as _telemetry
 from ..._backends._async import Event, StateLock, wait_event
 from ..._callbacks import call_callback
 from ...models import TxnResponse
@@ -56,6 +57,8 @@ class AsyncHeldResource(Generic[_E]):
     """
 
     _client: AsyncRecipeClient
+    _telemetry_kind: str | None = None
+    """Which metrics the holds feed once telemetry is on: "lock", "election" or none."""
 
     def __init__(self) -> None:
         self._state_lock = StateLock()
@@ -205,6 +208,8 @@ class AsyncHeldResource(Generic[_E]):
             self._hold_session, self._session_hook = session, on_session_end
         if old_session is not None and old_hook is not None:
             old_session.remove_done_callback(old_hook)
+        if _telemetry.active is not None:
+            _telemetry.active.hold_began(self)
         # Called at once if the session has already ended.
         session.add_done_callback(on_session_end)
         return hold
@@ -220,8 +225,11 @@ class AsyncHeldResource(Generic[_E]):
             self._hold += 1  # late reports about the ended hold are ignored
             session, hook = self._hold_session, self._session_hook
             self._hold_session = self._session_hook = None
+            lost = self._lost_error is not None
         if session is not None and hook is not None:
             session.remove_done_callback(hook)
+        if _telemetry.active is not None:
+            _telemetry.active.hold_ended(self, lost=lost)
         return True
 
     def _mark_lost(self, hold: int, error: _E) -> bool:
@@ -239,6 +247,8 @@ class AsyncHeldResource(Generic[_E]):
             self._hold_session = self._session_hook = None
         if session is not None and hook is not None:
             session.remove_done_callback(hook)
+        if _telemetry.active is not None:
+            _telemetry.active.hold_lost(self)
         self._after_loss(error)
         for fn in callbacks:
             call_callback("lost", fn, error)

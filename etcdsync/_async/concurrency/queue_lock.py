@@ -304,6 +304,12 @@ class AsyncQueueLock(AsyncHeldResource[errors.EtcdError]):
                         f"{self._name!r} was not acquired within {deadline.timeout} s "
                         "(another holder in this process has it)"
                     )
+            if deadline.timeout and deadline.expired():
+                # The session's creation (or the claim) took the time: no request after
+                # the deadline (a timeout=0 call still makes its one deciding request).
+                raise errors.LockTimeout(
+                    f"{self._name!r} was not acquired within {deadline.timeout} s"
+                )
             key = self._new_key(session)
             attempts = [0]
             try:
@@ -314,8 +320,8 @@ class AsyncQueueLock(AsyncHeldResource[errors.EtcdError]):
                 key = None  # the txn failed as a whole: nothing was written
                 raise _LeaseGone(session.lease_gone(exc)) from None
             except errors.EtcdError as exc:
-                if nothing_written(exc, attempts[0]):
-                    key = None  # refused as a whole (permissions...): nothing to clean up
+                if not attempts[0] or nothing_written(exc, attempts[0]):
+                    key = None  # never sent, or refused as a whole: nothing to clean up
                 raise
             self._check_read(read, token)
             older = sum(1 for kv in read if kv.create_revision < token)

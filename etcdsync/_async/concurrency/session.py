@@ -16,6 +16,7 @@ from types import TracebackType
 from typing import Any
 
 from ... import errors
+from ... import telemetry as _telemetry
 from ..._backends._async import Event, Lock, StateLock, acquire_lock, sleep, spawn, wait_event
 from ..._callbacks import call_callback
 from ..._deadline import Deadline
@@ -172,6 +173,8 @@ class AsyncSession:
                 return
             self._error = error
             callbacks, self._callbacks = self._callbacks, []
+        if _telemetry.active is not None:
+            _telemetry.active.session_ended(error)
         self.done.set()
         self.claims.close(self.waiter_error())
         for fn in callbacks:

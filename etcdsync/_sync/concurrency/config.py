@@ -24,6 +24,7 @@ from types import TracebackType
 from typing import Any
 
 from ... import errors
+from ... import telemetry as _telemetry
 from ..._backends._sync import Event, StateLock, Task, run_callback, spawn, wait_event
 from ..._callbacks import call_callback
 from ..._deadline import Deadline
@@ -314,7 +315,7 @@ class ConfigWatcher:
         while not self._stop.is_set():
             reloading = not self._mirror.watching
             try:
-                changed = self._mirror.step()
+                changed = (self._reload() if reloading else self._mirror.step())
             except StopIteration:
                 return  # stop() closed the mirror
             except errors.ClientClosedError as exc:
@@ -339,6 +340,11 @@ class ConfigWatcher:
                 )
             if changed:
                 self._evaluate(self._mirror.revision)
+
+    @_telemetry.traced("config.reload", _telemetry.describe_config_reload)
+    def _reload(self) -> bool:
+        """The mirror's step that reads the whole prefix again (a span when traced)."""
+        return self._mirror.step()
 
     # --- publishing -----------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from types import TracebackType
 from typing import Any
 
 from ... import errors
+from ... import telemetry as _telemetry
 from ..._backends._sync import Event, Lock, StateLock, acquire_lock, sleep, spawn, wait_event
 from ..._callbacks import call_callback
 from ..._deadline import Deadline
@@ -173,6 +174,8 @@ class Session:
                 return
             self._error = error
             callbacks, self._callbacks = self._callbacks, []
+        if _telemetry.active is not None:
+            _telemetry.active.session_ended(error)
         self.done.set()
         self.claims.close(self.waiter_error())
         for fn in callbacks:
