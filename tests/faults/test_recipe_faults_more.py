@@ -308,8 +308,8 @@ def test_double_barrier_enters_and_leaves_together_across_a_leader_kill(
         first = _actors(cluster, participate, count - 1)
         wait_for(lambda: waiting() == count - 1, 10, "the first participants to arrive")
         leader, killed_at = _kill_leader(cluster, history)
-        # The last one arrives once a new leader is elected (during the election its
-        # put would time out, like any write): the first two wait across the election.
+        # The last one arrives once a new leader is elected: the first two wait across
+        # the election (test_double_barrier_faults.py has one arrive during it).
         cluster.wait_for_leader(exclude=leader)
         assert history.select("enter", OK) == [], "entered before the count was complete"
         last = _actors(cluster, participate, 1, first=count - 1)
