@@ -405,11 +405,6 @@ class Connection:
         member (maintenance requests about a given member): it is never sent
         elsewhere, and retries go to the same member.
         """
-        self.check_usable()
-        deadline = self.deadline_for(timeout)
-        pinned = _pin(endpoint)
-        if not self._chosen and pinned is None:
-            self._choose_endpoint(deadline)
         # Not a coroutine itself: with telemetry off (the default) the call costs one
         # test more than the request path's own coroutine (``_unary``), no frame.
         telemetry = _telemetry.active
@@ -437,6 +432,11 @@ class Connection:
         idempotent: bool,
         endpoint: str | None,
     ) -> Any:
+        self.check_usable()
+        deadline = self.deadline_for(timeout)
+        pinned = _pin(endpoint)
+        if not self._chosen and pinned is None:
+            self._choose_endpoint(deadline)
         if self._settings.auto_sync_interval is not None and self._sync_task is None:
             self._sync_task = spawn(self._auto_sync, name="etcdsync-endpoint-sync")
         floor = self.seen_revision
@@ -480,14 +480,14 @@ class Connection:
         metadata: tuple[tuple[str, str], ...] | None,
         pinned: str | None = None,
     ) -> Any:
+        if _telemetry.active is not None:  # counts the attempts (retries) of the span
+            _telemetry.active.rpc_attempt(method, pinned or self.endpoint)
         remaining = None if deadline is None else max(deadline - time.monotonic(), 0.001)
         # No local for the callable: a frame kept by an error's traceback must not hold
         # the channel (grpc.aio keeps its poller thread while any channel object lives).
         try:
             return self._callable(method, pinned)(
                 request, timeout=remaining, metadata=metadata
-        if _telemetry.active is not None:  # counts the attempts (retries) of the span
-            _telemetry.active.rpc_attempt(method, pinned or self.endpoint)
             )
         except grpc.RpcError as exc:
             raise exc.with_traceback(None) from None  # drop gRPC frames: they hold the call

@@ -231,6 +231,8 @@ class WatchStream:
                 self._fail_all(exc)
                 return
             self.reconnects += 1
+            if _telemetry.active is not None:
+                _telemetry.active.watch_reconnected()
             self._by_id.clear()
             self._pending.clear()
             for watcher in list(self._watchers):
@@ -247,8 +249,6 @@ class WatchStream:
         if response.canceled:
             if watcher is not None:
                 self._by_id.pop(response.watch_id, None)
-            if _telemetry.active is not None:
-                _telemetry.active.watch_reconnected()
                 if watcher.watch_id == response.watch_id:
                     watcher.on_canceled(response.compact_revision, response.cancel_reason)
             return
