@@ -292,8 +292,11 @@ class QueueLock(HeldResource[errors.EtcdError]):
                 # bound, at least a short grace) for one whose holder gave up and
                 # whose key is being deleted: typically one round trip.
                 remaining = deadline.remaining()
-                releasing = _RELEASING_WAIT if remaining is None else remaining
-                releasing = max(releasing, CLEANUP_MIN_TIMEOUT)
+                releasing: float | None
+                if remaining is None:
+                    releasing = None if wait else _RELEASING_WAIT
+                else:
+                    releasing = max(remaining, CLEANUP_MIN_TIMEOUT)
                 if session.claims.claim(
                     wanted, remaining if wait else 0.0, releasing=releasing
                 ):
