@@ -83,6 +83,7 @@ def disable() -> None:
 
 
 def is_enabled() -> bool:
+    """True between :func:`enable` and :func:`disable`."""
     return active is not None
 
 
