@@ -12,6 +12,7 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from test_cli import Proc, _wait_for, run_cli
@@ -84,3 +85,23 @@ def test_lock_prints_a_lost_lock_once(
     _wait_for(lambda: any("error:" in line for line in holder.err), 5, "the error line")
     lost = [line for line in holder.err if "lost" in line.replace(prefix, "")]
     assert len(lost) == 1 and lost[0].startswith("etcdsync: error: lock "), holder.err
+
+
+def test_a_refused_lock_prints_one_line(etcd_server_factory: Any) -> None:
+    server = etcd_server_factory()
+    with Client(server.endpoint, timeout=5) as admin:
+        admin.user_add("root", "rootpw")
+        admin.user_grant_role("root", "root")
+        admin.role_add("reader")
+        admin.role_grant_permission("reader", "locks/", prefix=True, permission="read")
+        admin.user_add("alice", "alicepw")
+        admin.user_grant_role("alice", "reader")
+        admin.auth_enable()
+    result = run_cli(
+        "--user", "alice", "--password", "alicepw", "lock", "locks/job", "--", "true",
+        endpoint=server.endpoint,
+    )  # fmt: skip
+    assert result.returncode == 1, result
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("etcdsync: error: "), result.stderr
+    assert "permission denied" in lines[0]
