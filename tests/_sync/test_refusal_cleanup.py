@@ -139,8 +139,20 @@ def test_close_closes_after_the_role_is_revoked(
     try:
         lock = alice.lock("locks/held", ttl=TTL)
         lock.acquire(timeout=5)
+        own = alice.session(ttl=TTL)
+        alice.put("locks/own", "x", lease=own.lease_id)
         with _root(server) as root:
             root.user_revoke_role("alice", "locker")
+            # A session of its own: its close raises the refusal, and sends nothing
+            # more (its lease expires after its TTL: nothing renews it any longer).
+            before = _unary(server)
+            with pytest.raises(errors.PermissionDeniedError):
+                own.close(timeout=5)
+            assert own.is_done
+            end = time.monotonic() + QUIET_WINDOW
+            while time.monotonic() < end:
+                assert _unary(server) - before == Counter({"LeaseRevoke": 1})
+                sleep(0.1)  # lets a background task (if any) run
             # A refused release leaves the key to the lease, without retrying.
             with pytest.raises(errors.PermissionDeniedError):
                 alice.put("locks/probe", "x")

@@ -44,7 +44,7 @@ from ..._backends._async import spawn, wait_event
 from ..._deadline import Deadline
 from ...ops import Compare, Op
 from .recipe_client import AsyncRecipeClient
-from .session import AsyncSession
+from .session import AsyncSession, is_final
 
 __all__ = [
     "INTERRUPTED_CLEANUP_TIMEOUT",
@@ -74,16 +74,6 @@ _MAX_ATTEMPT_TIMEOUT = 5.0
 # How long a key whose put had an unknown outcome is looked for after a delete
 # found none (the put may still be on its way).
 _SETTLE = 10.0
-
-
-def is_final(exc: BaseException) -> bool:
-    """True for an error the server gives again whatever the retry: a refusal of
-    the request itself (permission denied, authentication failed, an invalid
-    request), unlike a timeout, an unreachable member or a stale token (which
-    the connection refreshes)."""
-    if isinstance(exc, errors.InvalidAuthTokenError):
-        return False
-    return isinstance(exc, (errors.AuthError, errors.ClientError, errors.UnsupportedError))
 
 
 def nothing_written(exc: BaseException, attempts: int) -> bool:

@@ -25,7 +25,7 @@ from ...lease_types import Lease, LeaseLike, LeaseLostReason, lease_id_of
 from ..protocol import AsyncKVClient
 from .claims import AsyncClaims
 
-__all__ = ["DEFAULT_SESSION_TTL", "AsyncSession", "AsyncSessionPool", "ended_error"]
+__all__ = ["DEFAULT_SESSION_TTL", "AsyncSession", "AsyncSessionPool", "ended_error", "is_final"]
 
 DEFAULT_SESSION_TTL = 60
 
@@ -231,7 +231,9 @@ class AsyncSession:
         bounded by ``timeout`` (default: the client's request timeout); when it
         fails it is retried in the background until it succeeds or the lease has
         expired by itself (no renewal keeps it any longer), and the error is
-        raised.  Idempotent; no request when the lease is already gone.
+        raised; a refusal (permission denied: a revoke needs write access to the
+        lease's keys) is raised and not retried - the lease expires after its TTL.
+        Idempotent; no request when the lease is already gone.
         """
         if self._stop():
             await self._revoke(timeout)
@@ -248,7 +250,7 @@ class AsyncSession:
         except (errors.LeaseNotFoundError, errors.ClientClosedError):
             pass  # already gone, or the closing client revokes its sessions itself
         except BaseException as exc:
-            if retry:
+            if retry and not is_final(exc):  # a refusal would be refused again
                 revoke_in_background(self.client, self.lease_id, self.ttl)
             if isinstance(exc, errors.EtcdError):
                 raise
@@ -317,6 +319,16 @@ class _Grant:
         return self._lease
 
 
+def is_final(exc: BaseException) -> bool:
+    """True for an error the server gives again whatever the retry: a refusal of
+    the request itself (permission denied, authentication failed, an invalid
+    request), unlike a timeout, an unreachable member or a stale token (which
+    the connection refreshes).  Such a request is never retried in the background."""
+    if isinstance(exc, errors.InvalidAuthTokenError):
+        return False
+    return isinstance(exc, (errors.AuthError, errors.ClientError, errors.UnsupportedError))
+
+
 def revoke_in_background(client: AsyncKVClient, lease_id: int, ttl: int) -> None:
     """Revoke ``lease_id`` from a task (thread) of its own, retrying until it is
     gone, the client is closed, or the lease must have expired by itself."""
@@ -333,6 +345,10 @@ async def _revoke_later(client: AsyncKVClient, lease_id: int, ttl: int) -> None:
         except (errors.LeaseNotFoundError, errors.ClientClosedError):
             return
         except errors.EtcdError as exc:
+            if is_final(exc):
+                log.warning("revoking lease %x was refused (%s); it expires after its TTL",
+                            lease_id, exc)  # fmt: skip
+                return
             log.debug("revoking lease %x failed (%r); retrying", lease_id, exc)
         await sleep(delay)
         delay = min(delay * 2, _REVOKE_MAX_DELAY)
