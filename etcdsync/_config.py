@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +58,9 @@ class TLSConfig:
     ``server_name`` overrides the name checked against the server certificate
     (useful when dialling by IP address).  PEM bytes may be given instead of
     paths through the ``*_pem`` fields.
+
+    Its ``repr`` never shows the private key: ``key_pem`` appears as ``<hidden>``,
+    the certificates by their size.
     """
 
     ca_file: str | Path | None = None
@@ -67,6 +70,21 @@ class TLSConfig:
     ca_pem: bytes | None = None
     cert_pem: bytes | None = None
     key_pem: bytes | None = None
+
+    def __repr__(self) -> str:
+        shown = []
+        for name in (f.name for f in fields(self)):
+            value = getattr(self, name)
+            if value is None:
+                continue
+            if name == "key_pem":
+                text = "<hidden>"  # a secret: never in a log line or a traceback
+            elif name.endswith("_pem"):
+                text = f"<{len(value)} bytes>"
+            else:
+                text = repr(value)
+            shown.append(f"{name}={text}")
+        return f"{type(self).__name__}({', '.join(shown)})"
 
     def credentials(self) -> grpc.ChannelCredentials:
         """Build the gRPC channel credentials, reading the files now."""

@@ -241,6 +241,49 @@ def member_failed(exc: BaseException) -> bool:
     return details in _MEMBER_FAILED_MESSAGES
 
 
+# gRPC's words for a failed TLS handshake, most specific first -> (reason, what to
+# tell).  The client's checks: hostname, then chain (unknown CA or expired); the
+# server's refusal of our certificate arrives as a TLS alert.
+_TLS_FAILURES = (
+    (
+        ("Hostname Verification Check failed",),
+        "hostname",
+        "the server's certificate does not name the host dialled "
+        "(TLSConfig.server_name sets the name to check)",
+    ),
+    (
+        ("certificate has expired", "certificate is not yet valid", "CERTIFICATE_EXPIRED"),
+        "expired",
+        "a certificate is outside its validity period",
+    ),
+    (
+        ("CERTIFICATE_VERIFY_FAILED",),
+        "unknown CA",
+        "the server's certificate is not signed by a CA this client trusts "
+        "(TLSConfig.ca_file)",
+    ),
+    (
+        ("ALERT_BAD_CERTIFICATE", "ALERT_CERTIFICATE_REQUIRED", "ALERT_UNKNOWN_CA"),
+        "client certificate",
+        "the server refused the client certificate, or wanted one "
+        "(TLSConfig.cert_file and key_file)",
+    ),
+    (
+        ("Tls handshake failed", "Handshake failed", "Handshake read failed", "SSL_ERROR_"),
+        "handshake",
+        "it broke off (does the server serve TLS on this port?)",
+    ),
+)
+
+
+def tls_failure(details: str) -> tuple[str, str] | None:
+    """(reason, explanation) when gRPC's ``details`` tell of a failed TLS handshake."""
+    for markers, reason, explanation in _TLS_FAILURES:
+        if any(marker in details for marker in markers):
+            return reason, explanation
+    return None
+
+
 def translate(exc: BaseException, *, endpoint: str | None = None) -> errors.EtcdError:
     """Build the etcdsync error that describes a gRPC failure."""
     code, details = status_of(exc)
@@ -267,9 +310,14 @@ def translate(exc: BaseException, *, endpoint: str | None = None) -> errors.Etcd
     if code is grpc.StatusCode.DEADLINE_EXCEEDED:
         message = f"deadline exceeded{where}: {details}"
     elif never_sent(exc):
+        kw["endpoints"] = (endpoint,) if endpoint else ()
+        tls = tls_failure(details)
+        if tls is not None:
+            return errors.TLSError(
+                f"TLS handshake failed{where}: {tls[1]}: {details}", reason=tls[0], **kw
+            )
         cls = errors.ConnectionFailedError
         message = f"could not connect{where}: {details}"
-        kw["endpoints"] = (endpoint,) if endpoint else ()
     else:
         message = f"{details or code_name}{where}"
     return cls(message, **kw)

@@ -101,6 +101,7 @@ __all__ = [
     "SessionExpiredError",
     "SnapshotError",
     "StaleReadError",
+    "TLSError",
     "Timeout",
     "TooManyLearnersError",
     "TooManyOpsError",
@@ -262,6 +263,35 @@ class ConnectionFailedError(ConnectionError_):
     def __init__(self, message: str, *, endpoints: Sequence[str] = (), **kw: str | None) -> None:
         super().__init__(message, **kw)
         self.endpoints = tuple(endpoints)
+
+
+class TLSError(ConnectionFailedError):
+    """The TLS handshake with the server failed, so nothing was sent.
+
+    ``reason`` says what was wrong (the values of :data:`TLS_REASONS`):
+    ``"unknown CA"`` - the server's certificate is not signed by a CA the client
+    trusts (``TLSConfig.ca_file``); ``"expired"`` - a certificate is out of its
+    validity period; ``"hostname"`` - the server's certificate does not name the
+    host dialled (``TLSConfig.server_name``); ``"client certificate"`` - the server
+    refused the client's certificate, or wanted one; ``"handshake"`` - any other
+    handshake failure (a plaintext server, a protocol mismatch).  Retrying helps only
+    once the certificates or the configuration change.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        reason: str = "handshake",
+        endpoints: Sequence[str] = (),
+        **kw: str | None,
+    ) -> None:
+        super().__init__(message, endpoints=endpoints, **kw)
+        self.reason = reason
+
+
+TLS_REASONS = ("unknown CA", "expired", "hostname", "client certificate", "handshake")
+"""The values of :attr:`TLSError.reason`."""
 
 
 class Unavailable(ConnectionError_):

@@ -391,6 +391,25 @@ def test_usage_errors_exit_2_with_a_usage_line(args: list[str]) -> None:
 
 
 @pytest.mark.parametrize(
+    ("variable", "args"),
+    [
+        ("ETCDSYNC_PASSWORD", ["--user", "root", "config", "get", "x"]),
+        ("ETCDSYNC_ENDPOINTS", ["config", "get", "x"]),
+    ],
+)
+def test_undecodable_environment_exits_2_naming_the_variable(
+    variable: str, args: list[str]
+) -> None:
+    env = {os.fsencode(k): os.fsencode(v) for k, v in _env().items()}
+    env[variable.encode()] = b"secret-\xff\xfe"  # not UTF-8
+    result = subprocess.run([*CLI, *args], capture_output=True, env=env, timeout=30, check=False)
+    stderr = result.stderr.decode(errors="replace")
+    assert result.returncode == 2, stderr
+    assert variable in stderr and "is not valid UTF-8 text" in stderr, stderr
+    assert "Traceback" not in stderr and "secret" not in stderr  # nor the value itself
+
+
+@pytest.mark.parametrize(
     "args",
     [
         ["config", "get", "x"],

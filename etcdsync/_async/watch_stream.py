@@ -61,6 +61,9 @@ class AsyncWatchStream:
         self._reader: Task | None = None
         self._stop = Event()
         self._closed = False
+        # Why the stream last broke, until it delivers again: a create that is never
+        # confirmed says so in its Timeout.
+        self._failure: errors.EtcdError | None = None
         self.reconnects = 0
         """How many times the stream was re-established (for tests and metrics)."""
 
@@ -97,7 +100,11 @@ class AsyncWatchStream:
             await self._create(watcher)
         if not await wait_event(watcher.created, timeout):
             await self.remove(watcher)
-            raise errors.Timeout(f"watch on {watcher.key!r} was not confirmed within {timeout} s")
+            failure = self._failure
+            why = f"; the watch stream is failing: {failure}" if failure is not None else ""
+            raise errors.Timeout(
+                f"watch on {watcher.key!r} was not confirmed within {timeout} s{why}"
+            ) from failure
         if watcher.create_error is not None:
             async with self._lock:
                 self._watchers.discard(watcher)
@@ -179,6 +186,9 @@ class AsyncWatchStream:
                     if response is None:
                         break  # the server ended the stream: reconnect
                     attempt = 0
+                    if self._failure is not None:
+                        self._failure = None
+                        self._conn.note_served(self._stream_endpoint)
                     await self._dispatch(response)
                     if self._stale_token is not None:
                         break  # a create was refused for an expired token: reopen
@@ -211,7 +221,13 @@ class AsyncWatchStream:
                 # Unreachable or refused: the next stream fails and we come back.
                 log.debug("watch stream re-authentication failed: %s", exc)
         else:
-            error = None if failure is None else self._conn.translate(failure)
+            error = None if failure is None else self._conn.translate(failure, endpoint)
+            self._failure = error
+            if error is not None and self._conn.tls_refused_everywhere(error):
+                # Every member refused the handshake: the watchers end with a typed
+                # error instead of waiting (forever without a timeout) for a fix.
+                async with self._lock:
+                    self._fail_all(error)
             if error is None or isinstance(error, errors.ConnectionError_):
                 self._conn.failover(endpoint)
             await self._conn.pause_before_reconnect(

@@ -122,6 +122,8 @@ class Connection:
         self.endpoints, wants_tls = parse_endpoints(endpoints)
         if (user is None) != (password is None):
             raise errors.InvalidRequest("give both user and password, or neither")
+        _check_credential("user", user)
+        _check_credential("password", password)
         if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
             raise errors.InvalidRequest(f"retries must be an int >= 0, got {retries!r}")
         if tls is None and wants_tls:
@@ -156,6 +158,9 @@ class Connection:
         self._revision_lock = StateLock()
         self._sync_task: Task | None = None
         self._sync_stop = Event()
+        # The endpoints whose latest connection attempt failed its TLS handshake (until
+        # one of their calls succeeds): a stream gives up once every endpoint is here.
+        self._tls_refused: dict[str, errors.TLSError] = {}
 
     # --- state -----------------------------------------------------------------
 
@@ -441,6 +446,7 @@ class Connection:
             self._sync_task = spawn(self._auto_sync, name="etcdsync-endpoint-sync")
         floor = self.seen_revision
         response, served_by = self._call(method, request, deadline, idempotent, pinned)
+        self.note_served(served_by)
         serializable = None if pinned else _read_kind(method, request)
         if self._in_order(response, serializable, floor):
             return response
@@ -561,6 +567,16 @@ class Connection:
                         raise
         except grpc.RpcError as exc:
             error = self._translate(exc, endpoint)  # where the last attempt went
+            if isinstance(error, errors.TLSError):
+                _, explanation = _status.tls_failure(error.details or "") or ("", "")
+                raise errors.TLSError(
+                    f"could not connect to any endpoint (tried {', '.join(tried)}): TLS "
+                    f"handshake failed: {explanation}: {error.details}",
+                    reason=error.reason,
+                    endpoints=tried,
+                    code=error.code,
+                    details=error.details,
+                ) from None
             if isinstance(error, errors.ConnectionFailedError):
                 raise errors.ConnectionFailedError(
                     f"could not connect to any endpoint (tried {', '.join(tried)}): "
@@ -575,11 +591,32 @@ class Connection:
     def _translate(self, exc: BaseException, endpoint: str) -> errors.EtcdError:
         if self._closed:
             return errors.ClientClosedError("the client was closed during the call")
-        return _status.translate(exc, endpoint=endpoint)
+        error = _status.translate(exc, endpoint=endpoint)
+        if isinstance(error, errors.TLSError):
+            self._tls_refused[endpoint] = error
+        return error
 
-    def translate(self, exc: BaseException) -> errors.EtcdError:
-        """Translate a gRPC failure seen on a stream of this connection."""
-        return self._translate(exc, self.endpoint)
+    def translate(self, exc: BaseException, endpoint: str | None = None) -> errors.EtcdError:
+        """Translate a gRPC failure seen on a stream of this connection (opened on
+        ``endpoint``; default: the current one)."""
+        return self._translate(exc, endpoint or self.endpoint)
+
+    # --- TLS refusals ----------------------------------------------------------------------
+
+    def tls_refused_everywhere(self, error: errors.EtcdError) -> bool:
+        """True when ``error`` is a certificate refused in a TLS handshake and the
+        latest attempt on every endpoint had a certificate refused too: a stream stops
+        reconnecting and raises it, as a unary call does (certificates do not fix
+        themselves).  A handshake that merely broke off (``reason="handshake"``: a
+        member may have died mid-handshake) does not count: streams keep trying."""
+        return _tls_verdict(error) and all(
+            _tls_verdict(self._tls_refused.get(endpoint)) for endpoint in self.endpoints
+        )
+
+    def note_served(self, endpoint: str) -> None:
+        """Note that ``endpoint`` answered: its TLS works (again)."""
+        if self._tls_refused:
+            self._tls_refused.pop(endpoint, None)
 
     # --- the ordering guard --------------------------------------------------------------
 
@@ -780,7 +817,7 @@ class Connection:
         it may be opened again - a stale token refreshed, or an unreachable or leaderless
         member left behind, and a pause taken - False when the error is final (the
         request itself failed, the deadline would pass, the client closed)."""
-        if self._closed or self.forked:
+        if self._closed or self.forked or self.tls_refused_everywhere(error):
             return False
         if isinstance(error, errors.InvalidAuthTokenError) and self._user is not None:
             try:
@@ -863,7 +900,7 @@ class ResponseStream:
             return None
         self._conn.check_process()
         try:
-            return self._stream.read()
+            response = self._stream.read()
         except grpc.RpcError as exc:
             if self._cancelled:
                 return None  # our own cancel() ended the call: not a failure
@@ -874,12 +911,34 @@ class ResponseStream:
             if not self._cancelled:
                 raise
             return None
+        self._conn.note_served(self.endpoint)
+        return response
 
     def cancel(self) -> None:
         """End the call; a pending or later :meth:`read` returns None."""
         self._cancelled = True
         if not self._conn.forked:
             self._stream.cancel()
+
+
+def _check_credential(what: str, value: object) -> None:
+    """Refuse a user name or password that cannot be sent (etcd takes UTF-8 strings)
+    now, typed, without quoting it: an encoder's error would show part of it."""
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise errors.InvalidRequest(f"{what} must be a str, not {type(value).__name__}")
+    try:
+        value.encode("utf-8")
+        return
+    except UnicodeEncodeError:
+        pass  # raised below, so the encoder's error is not even the context
+    raise errors.InvalidRequest(f"{what} is not valid UTF-8 text")
+
+
+def _tls_verdict(error: errors.EtcdError | None) -> bool:
+    """True for a TLS handshake that refused a certificate (not one that broke off)."""
+    return isinstance(error, errors.TLSError) and error.reason != "handshake"
 
 
 def _pin(endpoint: str | None) -> str | None:

@@ -144,6 +144,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         subparser.print_usage(sys.stderr)
         print(f"{subparser.prog}: error: {one_line(exc)}", file=sys.stderr)
         return EXIT_USAGE
+    except errors.TLSError as exc:  # etcd answered, but not to this TLS setup
+        print(f"{_PROG}: error: {one_line(exc)}", file=sys.stderr)
+        return EXIT_ERROR
     except errors.ConnectionError_ as exc:
         print(f"{_PROG}: error: {one_line(exc)} ({_HINT})", file=sys.stderr)
         return EXIT_ERROR

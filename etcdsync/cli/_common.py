@@ -15,7 +15,7 @@ import signal
 import sys
 from collections.abc import Callable, Sequence
 from types import FrameType
-from typing import Any, NoReturn
+from typing import Any, NoReturn, overload
 
 from .. import Client, TLSConfig, errors
 
@@ -190,8 +190,10 @@ def open_client(args: argparse.Namespace) -> Client:
             key_file=args.key,
             server_name=args.server_name,
         )
-    user: str | None = args.user
-    password: str | None = args.password or os.environ.get(ENV_PASSWORD)
+    user: str | None = _text(args.user, "--user")
+    password: str | None = _text(args.password, "--password") or _text(
+        os.environ.get(ENV_PASSWORD), f"env {ENV_PASSWORD}"
+    )
     if user and password is None and ":" in user:
         user, password = user.split(":", 1)  # etcdctl's --user NAME:PASSWORD form
     if password is not None and not user:
@@ -201,8 +203,9 @@ def open_client(args: argparse.Namespace) -> Client:
             raise UsageError(f"--user needs a password: --password or env {ENV_PASSWORD}")
         password = getpass.getpass(f"password for etcd user {user}: ")
     try:
+        endpoints: str = args.endpoints
         return Client(
-            args.endpoints,
+            _text(endpoints, f"--endpoints (or env {ENV_ENDPOINTS})"),
             timeout=args.request_timeout,
             tls=tls,
             user=user,
@@ -210,6 +213,25 @@ def open_client(args: argparse.Namespace) -> Client:
         )
     except errors.InvalidRequest as exc:
         raise UsageError(str(exc)) from None
+
+
+@overload
+def _text(value: str, where: str) -> str: ...
+@overload
+def _text(value: str | None, where: str) -> str | None: ...
+def _text(value: str | None, where: str) -> str | None:
+    """``value`` when it is UTF-8 text; else a usage error naming ``where`` it came from.
+
+    Python hands undecodable bytes of the environment and the command line over as
+    lone surrogates; etcd takes UTF-8 only.  The value itself is never quoted: it may
+    be a password.
+    """
+    if value is not None:
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            raise UsageError(f"{where} is not valid UTF-8 text") from None
+    return value
 
 
 def one_line(exc: BaseException | str) -> str:
