@@ -210,3 +210,29 @@ async def _campaign_then_cut(
 
     spawn(cut_when_queued, name="test-cut")
     await candidate.campaign("cut-off", timeout=2)
+
+
+async def test_free_campaign_is_won_within_a_round_trip_of_its_deadline(
+    etcd_endpoint: str, prefix: str
+) -> None:
+    """A term won by a request answered past the deadline starts its key watch in
+    the background: it still notices the key's deletion."""
+    with FaultProxy(etcd_endpoint) as proxy:
+        async with AsyncClient(etcd_endpoint) as etcd:
+            slow = await _slow_client(proxy)
+            try:
+                proxy.delay(ONE_WAY, jitter=JITTER, seed=9)
+                for run, timeout in enumerate((0, 0, 0.5)):
+                    election = slow.election(f"{prefix}free{run}", ttl=TTL)
+                    start = time.monotonic()
+                    await election.campaign("me", timeout=timeout)  # one txn: the oldest
+                    overshoot = time.monotonic() - start - timeout
+                    assert overshoot < MAX_ROUND_TRIP + SLACK, f"overshoot {overshoot:.2f}s"
+                    assert election.is_leader
+                    found = await etcd.get(f"{prefix}free{run}/", prefix=True)
+                    assert [kv.key for kv in found.kvs] == [election.leader_key]
+                    await etcd.delete(found.kvs[0].key)  # taken away behind its back
+                    assert await election.wait_lost(10), "the loss went unnoticed"
+                    assert not election.is_leader
+            finally:
+                await slow.close()

@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 
 from ... import errors
 from ... import telemetry as _telemetry
-from ..._backends._sync import spawn
+from ..._backends._sync import spawn, wait_event
 from ..._deadline import CLEANUP_MIN_TIMEOUT, Deadline
 from ..._keys import to_bytes
 from ..._logfields import fields, loss_level
@@ -52,6 +52,12 @@ LostCallback = Callable[[errors.LeadershipLostError], Any]
 """Called with a :class:`~etcdsync.errors.LeadershipLostError` when a term is lost."""
 
 _R = TypeVar("_R")
+
+# The leader key's watch of a term won at its campaign's deadline starts in the
+# background: each attempt's timeout, and the pause between failed attempts.
+_WATCH_ATTEMPT_TIMEOUT = 2.0
+_WATCH_FIRST_DELAY = 0.1
+_WATCH_MAX_DELAY = 2.0
 
 
 class Election(HeldResource[errors.LeadershipLostError]):
@@ -456,6 +462,14 @@ class Election(HeldResource[errors.LeadershipLostError]):
         if not hold:
             abort.check()
             raise errors.ElectionError("the candidacy was withdrawn while campaigning")
+        if deadline.expired():
+            # Won, but no request after the deadline: the key watch starts from the
+            # won revision in the background (no deletion can be missed).
+            spawn(
+                self._watch_key_later, session, hold, key, rev, seen_revision,
+                name="etcdsync-election-key",
+            )  # fmt: skip
+            return
         # require_leader (here and below): a member cut off from its leader never
         # reports the key's deletion; the header makes it end the stream so the watch
         # resumes on a member that has a leader.
@@ -472,6 +486,36 @@ class Election(HeldResource[errors.LeadershipLostError]):
         with self._state_lock:
             self._key_watcher = watcher
         spawn(self._follow_key, watcher, session, hold, key, rev, name="etcdsync-election-key")
+
+    def _watch_key_later(
+        self, session: Session, hold: int, key: bytes, rev: int, seen_revision: int
+    ) -> None:
+        """Start the leader key's watch (from ``seen_revision + 1``) for a term won
+        at its campaign's deadline, retrying while it fails, then follow the key;
+        stops once the term or the session ends."""
+        delay = _WATCH_FIRST_DELAY
+        while self._hold == hold and not session.is_done and not self._client.closed:
+            try:
+                watcher = self._client.watch(
+                    key,
+                    start_revision=seen_revision + 1,
+                    require_leader=True,
+                    timeout=_WATCH_ATTEMPT_TIMEOUT,
+                )
+            except errors.EtcdError as exc:
+                log.debug("election %r: starting the leader key watch: %s", self.name, exc)
+                wait_event(session.done, delay)
+                delay = min(delay * 2, _WATCH_MAX_DELAY)
+                continue
+            with self._state_lock:
+                current = self._hold == hold
+                if current:
+                    self._key_watcher = watcher
+            if current:
+                self._follow_key(watcher, session, hold, key, rev)
+            else:
+                watcher.cancel()  # the term ended meanwhile (resign)
+            return
 
     def _abandon(
         self,
