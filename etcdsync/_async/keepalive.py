@@ -76,6 +76,8 @@ _MIN_STALL = 0.5
 _BACKOFF_MIN = 0.05
 # How long close() waits for the manager's tasks/threads to end.
 _JOIN_TIMEOUT = 5.0
+# How long a sender whose write failed waits for its reader to tell the call's status.
+_STATUS_WAIT = 0.5
 # How listener callbacks are named in the callback policy's log lines.
 _CALLBACK = "lease keepalive"
 
@@ -503,8 +505,9 @@ class AsyncKeepAliveManager:
                         await link.stream.write(LEASE_KEEPALIVE.request(ID=lease_id))
                 except Exception as exc:
                     # The stream is torn down below and reopened; the reader reports the
-                    # failed call's status.
+                    # failed call's status (a refused TLS handshake, say): let it.
                     _write_failed("lease keepalive", exc)
+                    await reader.join(_STATUS_WAIT)
                     return
                 await wait_event(self._wakeup, max(wake_at - time.monotonic(), 0.0))
         finally:
@@ -609,6 +612,10 @@ class AsyncKeepAliveManager:
             )
         self._last_error = error
         self._connection_lost = _status.lost_connection(error)
+        if self._conn.tls_refused_everywhere(error):
+            # No member accepts this client's certificates: no renewal can get through.
+            # Say so now rather than when the leases run out.
+            self._fail_all(LeaseLostReason.HALTED, f"no renewal possible: {error}")
         if self._stop.is_set():
             return
         if isinstance(error, errors.InvalidAuthTokenError):
@@ -671,7 +678,7 @@ class AsyncKeepAliveManager:
         except Exception as exc:
             if not _status.is_rpc_error(exc):
                 log.exception("lease keepalive reader failed")
-            link.error = self._conn.translate(exc)
+            link.error = self._conn.translate(exc, link.endpoint)
         finally:
             link.broken = True
             self._wakeup.set()

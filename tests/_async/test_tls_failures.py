@@ -5,8 +5,10 @@ server's certificate, a name the certificate does not carry, a missing client
 certificate - gets :class:`~etcdsync.errors.TLSError` (a ``ConnectionFailedError``)
 whose ``reason`` says which, from its first call whatever that call is: a unary
 request, a watch, a snapshot, a server-side observation, a session (lease grant and
-keepalive stream); and within the call's deadline, or at once without one (a watch
-used to wait out its whole timeout, or forever, and then say nothing).  A handshake
+keepalive stream), a single renewal; and within the call's deadline, or at once
+without one (a watch used to wait out its whole timeout, or forever, and then say
+nothing).  A lease kept alive from the start is lost at once, saying why (it used to
+run out its TTL blaming "the server ended the lease keepalive stream").  A handshake
 that merely broke off (a plaintext server) is typed too, and a watch's Timeout says
 so.  One member refusing the handshake does not fail a stream another member serves.
 
@@ -21,7 +23,7 @@ from collections.abc import Awaitable, Callable
 
 import pytest
 
-from etcdsync import AsyncClient, TLSConfig, errors
+from etcdsync import AsyncClient, LeaseLostReason, TLSConfig, errors
 from etcdsync.testing.plugin import EtcdServerFactory
 from etcdsync.testing.server import EtcdServer
 from etcdsync.testing.tls import TLSFiles, generate_tls_files
@@ -65,6 +67,10 @@ async def _session(client: AsyncClient) -> None:
     await client.session(ttl=5)
 
 
+async def _renew_once(client: AsyncClient) -> None:
+    await client.keep_alive_once(0x1234)  # a short stream of its own
+
+
 # Each path as the client's first call: nothing else has found out about TLS before.
 FIRST_CALLS: list[Callable[[AsyncClient], Awaitable[None]]] = [
     _unary,
@@ -72,6 +78,7 @@ FIRST_CALLS: list[Callable[[AsyncClient], Awaitable[None]]] = [
     _snapshot,
     _observe,
     _session,
+    _renew_once,
 ]
 
 
@@ -113,6 +120,23 @@ async def test_refused_client_certificate_fails_typed_on_every_path(
         key_file=foreign_tls.client_key_file,
     )
     await _refused_everywhere(server.endpoint, foreign_cert, "client certificate")
+
+
+async def test_kept_alive_lease_is_lost_at_once_saying_why(
+    etcd_server_factory: EtcdServerFactory, etcd_tls_files: TLSFiles, foreign_tls: TLSFiles
+) -> None:
+    server = _tls_server(etcd_server_factory, etcd_tls_files)
+    async with AsyncClient(server.endpoint, tls=TLSConfig(ca_file=etcd_tls_files.ca_file)) as good:
+        lease = await good.grant(60)  # outlives the test: the loss below is not its TTL
+    untrusting = TLSConfig(ca_file=foreign_tls.ca_file)
+    async with AsyncClient(server.endpoint, tls=untrusting, timeout=TIMEOUT) as client:
+        # The keepalive stream is this client's first call: no unary call failed before.
+        async with client.keep_alive(lease) as listener:
+            with within(TIMEOUT), pytest.raises(errors.LeaseExpiredError) as caught:
+                await listener.next_result(timeout=2 * TIMEOUT)
+    assert caught.value.reason == LeaseLostReason.HALTED
+    assert "TLS handshake failed" in str(caught.value)
+    assert "not signed by a CA this client trusts" in str(caught.value)
 
 
 async def test_handshake_with_a_plaintext_server(
