@@ -13,19 +13,21 @@ The manager starts on the first ``keep_alive()`` and runs two loops:
 
 Each wake-up of the sender costs O(due leases x log n), not O(n): every lease has
 one entry in a heap keyed by the next time something may happen to it (its renewal
-is due, its deadline passes, or its unanswered renewal says the stream stalled).
-Entries are never removed in place: a lease released, lost or rescheduled earlier
-leaves its old entry behind, recognised as stale when popped (lazy deletion).
+is due, or its deadline passes) - one pop and one push per renewal.  Entries are
+never removed in place: a lease released, lost or rescheduled earlier leaves its
+old entry behind, recognised as stale when popped (lazy deletion).
 
 A stream can stall without breaking: a member forwards each renewal to the raft
 leader and answers a stream's renewals one after the other, so a renewal forwarded
 to a leader cut off from its peers holds the whole stream for etcd's request
 timeout (about 6 s), long enough for short leases to lapse, although a fresh
-stream to the same member renews at once once a new leader is elected.  So when a
-renewal stays unanswered and the stream answered nothing else for the *stall
-bound* of that lease (see :func:`stall_bound`), the sender drops the stream and
-opens a new one - on the same member if that stream had answered before, else on
-another one (the connection's failover) - and sends the renewal again.
+stream renews at once once a new leader is elected; and a member that went silent
+(frozen, or its network path dead) keeps its connection up until the channel's
+keepalive gives up (30 s by default).  So when a renewal stays unanswered and the
+stream answered nothing else for the *stall bound* of that lease (see
+:func:`stall_bound`), the sender drops the stream, moves on as after a failed
+member (the connection's failover: the next member that is connected; the same
+one when it is the only endpoint) and sends the renewal again on a new stream.
 
 Each listener (:class:`KeepAlive`) buffers only the latest result, so a slow
 listener never holds up the manager or the other listeners.  State shared with
@@ -330,15 +332,9 @@ class _Tracked:
         self.scheduled = float("inf")
         self.ticket = -1
 
-    def wake_time(self, progress_at: float) -> float:
-        """When the sender must look at this lease next: its renewal, its deadline,
-        or - with a renewal unanswered - the time the stream counts as stalled
-        (``progress_at``: the stream's last answer or its opening)."""
-        wake = min(self.next_send, self.deadline)
-        if self.sent:
-            stall = max(self.sent[0], progress_at) + stall_bound(self.ttl)
-            wake = min(wake, stall)
-        return wake
+    def wake_time(self) -> float:
+        """When the sender must look at this lease next: its renewal or its deadline."""
+        return min(self.next_send, self.deadline)
 
 
 class _Link:
@@ -351,7 +347,20 @@ class _Link:
         self.answered = False
         self.stalled = False  # dropped by the sender: renewals went unanswered too long
         self.progress_at = now  # the last answer read, or the opening
+        # Send times of the unanswered requests, oldest first: a member answers a
+        # stream's requests in order, so the oldest is the one it is stuck on.
+        self.pending: collections.deque[float] = collections.deque()
+        # The shortest stall bound of the leases renewed on this stream: requests
+        # queue behind the stuck one whatever their lease, so the shortest decides.
+        self.bound = float("inf")
         self.error: errors.EtcdError | None = None
+
+    def stall_at(self) -> float:
+        """When the stream counts as stalled if nothing is answered before (inf: no
+        request unanswered)."""
+        if not self.pending:
+            return float("inf")
+        return max(self.pending[0], self.progress_at) + self.bound
 
 
 class KeepAliveManager:
@@ -483,12 +492,11 @@ class KeepAliveManager:
             self._link = link
             self.streams_opened += 1
             for tracked in self._leases.values():
-                if tracked.sent:
-                    # Answers to requests on the old stream will never come: renew at
-                    # once.  (Leases with nothing unanswered keep their schedule.)
-                    tracked.sent.clear()
-                    tracked.next_send = now
-                    self._schedule(tracked, now)
+                # Answers to requests on the old stream will never come: renew at once
+                # (which also shows at once that the new stream works).
+                tracked.sent.clear()
+                tracked.next_send = now
+                self._schedule(tracked, now)
         return link
 
     def _serve(self, link: _Link) -> None:
@@ -542,12 +550,19 @@ class KeepAliveManager:
         whose agenda entry is due."""
         due: list[int] = []
         overdue: list[_Tracked] = []
+        # Rescheduled after the loop: a lease whose deadline falls within the
+        # coalescing window would otherwise come straight back to it.
+        later: list[tuple[_Tracked, float]] = []
         horizon = now + _COALESCE
         agenda = self._agenda
         with self._mutex:
             # The sender is awake: what it reschedules now needs no wake-up signal.
             self._wake_at = float("-inf")
-            while agenda and agenda[0][0] <= horizon:
+            if now >= link.stall_at():
+                # The oldest request is unanswered and the stream answered nothing else
+                # meanwhile: drop it (the caller does); _connect renews on the next one.
+                link.stalled = True
+            while agenda and agenda[0][0] <= horizon and not link.stalled:
                 _, ticket, tracked = heapq.heappop(agenda)
                 self.leases_examined += 1
                 if ticket != tracked.ticket or self._leases.get(tracked.lease_id) is not tracked:
@@ -557,23 +572,20 @@ class KeepAliveManager:
                     overdue.append(tracked)
                     del self._leases[tracked.lease_id]
                     continue
-                if (
-                    tracked.sent
-                    and now >= tracked.sent[0] + stall_bound(tracked.ttl)
-                    and now >= link.progress_at + stall_bound(tracked.ttl)
-                ):
-                    # Unanswered, and the stream answered nothing else meanwhile: drop
-                    # it (the caller does); _connect renews this lease on the next one.
-                    link.stalled = True
-                    self._schedule(tracked, now)
-                    break
                 if tracked.next_send <= horizon:
                     due.append(tracked.lease_id)
                     tracked.sent.append(now)
                     tracked.next_send = now + max(tracked.ttl / 3.0, _MIN_RESEND)
-                self._schedule(tracked, tracked.wake_time(link.progress_at))
+                    link.pending.append(now)
+                    link.bound = min(link.bound, stall_bound(tracked.ttl))
+                # Always later than now: the deadline was not reached, and the next
+                # renewal is after the window.
+                later.append((tracked, tracked.wake_time()))
+            for tracked, wake in later:
+                self._schedule(tracked, wake)
             wake_at = agenda[0][0] if agenda else now + _MAX_IDLE
-            self._wake_at = wake_at = min(wake_at, now + _MAX_IDLE)
+            wake_at = min(wake_at, now + _MAX_IDLE, link.stall_at())
+            self._wake_at = wake_at
         if link.stalled:
             self.stalls += 1
             self._last_error = errors.Timeout(
@@ -600,11 +612,10 @@ class KeepAliveManager:
     def _recover(self, link: _Link) -> None:
         """After a broken stream: remember why, move endpoint, refresh a stale token."""
         if link.stalled:
+            # Whether the member is silent or waits on a lost leader, another member
+            # can renew now: a fresh stream there does not wait behind the stuck one.
             self._connection_lost = False
-            if not link.answered:
-                # A fresh stream on this member stalled too (or never answered): the
-                # member cannot renew now, another one may.
-                self._conn.failover(link.endpoint)
+            self._conn.failover(link.endpoint)
             return
         error = link.error
         if error is None:
@@ -688,6 +699,8 @@ class KeepAliveManager:
         now = time.monotonic()
         with self._mutex:
             link.progress_at = now
+            if link.pending:
+                link.pending.popleft()
             tracked = self._leases.get(lease_id)
             if tracked is None:
                 return  # released or lost meanwhile
@@ -702,9 +715,9 @@ class KeepAliveManager:
                 tracked.confirmed = True
                 tracked.deadline = sent_at + ttl
                 tracked.next_send = sent_at + ttl / 3.0
-                # Usually no earlier than the entry the lease has (its stall check or
-                # its next renewal), so nothing is pushed: see _schedule.
-                self._schedule(tracked, tracked.wake_time(now))
+                # Usually the time of the entry the lease has (the resend planned when
+                # the request went out, a third of the TTL later): nothing is pushed.
+                self._schedule(tracked, tracked.wake_time())
             listeners = list(tracked.listeners)
         if ttl <= 0:
             if revoked:

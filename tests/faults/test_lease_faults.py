@@ -279,13 +279,14 @@ def test_paused_follower(cluster: EtcdCluster, history: History) -> None:
 
 # --- the raft leader cut off from its peers ---------------------------------------------------
 
-# Sessions and plain leases of TTL >= 3 s (issue 18's bound), one of each per TTL.
-_CUT_TTLS = (3, 4, 3, 4)
+# Sessions and plain leases of TTL >= 3 s (issue 18's bound): a session and a lease per entry.
+_CUT_TTLS = (3, 4) * 4
 _CUT_SECONDS = 8.0
 # Each holder starts its keepalives this far apart, so their renewals are spread over
-# the renewal period and some fall in the window where the followers still forward
-# them to the old leader (a phase offset, not a synchronisation).
-_STAGGER = 0.25
+# the renewal period (at most 0.25 s apart) and some fall in the window (at least one
+# election timeout, 0.5 s) where the followers still forward them to the old leader
+# (a phase offset, not a synchronisation).
+_STAGGER = 0.125
 
 
 def _recorder(times: list[float]) -> Callable[[object], None]:
@@ -367,6 +368,7 @@ def test_leader_cut_off_from_its_peers(proxied_cluster: EtcdCluster, history: Hi
             keepalive.next_result(timeout=5)
         assert ready.wait(30)
 
+        assert cluster.wait_for_leader() == leader  # the holders are on its followers
         cut.append(history.event("nemesis", "partition", member=leader).time)
         cluster.partition(leader)
         elected = cluster.wait_for_leader(timeout=_CUT_SECONDS, exclude=leader)
