@@ -259,8 +259,7 @@ _TLS_FAILURES = (
     (
         ("CERTIFICATE_VERIFY_FAILED",),
         "unknown CA",
-        "the server's certificate is not signed by a CA this client trusts "
-        "(TLSConfig.ca_file)",
+        "the server's certificate is not signed by a CA this client trusts (TLSConfig.ca_file)",
     ),
     (
         ("ALERT_BAD_CERTIFICATE", "ALERT_CERTIFICATE_REQUIRED", "ALERT_UNKNOWN_CA"),
