@@ -188,6 +188,17 @@ class Telemetry:
         self.watch_reconnects = meter.create_counter(
             "etcdsync.watch.reconnects", description="Watch streams opened again"
         )
+        self.watch_resume_gap = meter.create_histogram(
+            "etcdsync.watch.resume_gap",
+            unit="s",
+            description="Time from a watch stream's failure to its reopening (no event "
+            "is lost: the watchers resume from their next revision)",
+        )
+        self.keepalive_failures = meter.create_counter(
+            "etcdsync.keepalive.failures",
+            description="Lease keepalive failures (etcdsync.failure: stall - a stream left "
+            "renewals unanswered and was replaced; halted - a lease lost for want of renewal)",
+        )
         self.session_expiries = meter.create_counter(
             "etcdsync.session.expiries",
             description="Sessions that ended without being closed (lease expired, revoked, "
@@ -252,8 +263,14 @@ class Telemetry:
 
     # --- streams and sessions ---------------------------------------------------------------
 
-    def watch_reconnected(self) -> None:
+    def watch_reconnected(self, gap: float) -> None:
+        """A watch stream was opened again ``gap`` seconds after it failed."""
         self.watch_reconnects.add(1)
+        self.watch_resume_gap.record(gap)
+
+    def keepalive_failed(self, failure: str, count: int = 1) -> None:
+        """``stall`` (a stream replaced) or ``halted`` (``count`` leases lost)."""
+        self.keepalive_failures.add(count, {"etcdsync.failure": failure})
 
     def session_ended(self, error: BaseException) -> None:
         if not is_shutdown(error):  # a close is not an expiry

@@ -21,6 +21,7 @@ second refusal is the watcher's final answer.
 from __future__ import annotations
 
 import logging
+import time
 from collections import deque
 
 from .. import _status, errors
@@ -210,6 +211,7 @@ class AsyncWatchStream:
 
     async def _reconnect(self, failure: BaseException | None, attempt: int) -> None:
         endpoint = self._stream_endpoint
+        failed_at = time.monotonic()
         stale, self._stale_token = self._stale_token, None
         if stale is None and failure is not None and _status.is_auth_token_error(failure):
             stale = self._conn.token
@@ -247,7 +249,7 @@ class AsyncWatchStream:
                 return
             self.reconnects += 1
             if _telemetry.active is not None:
-                _telemetry.active.watch_reconnected()
+                _telemetry.active.watch_reconnected(time.monotonic() - failed_at)
             self._by_id.clear()
             self._pending.clear()
             for watcher in list(self._watchers):

@@ -49,6 +49,7 @@ from types import TracebackType
 from typing import Any
 
 from .. import _status, errors
+from .. import telemetry as _telemetry
 from .._backends._sync import BidiStream, Event, Queue, StateLock, Task, spawn, wait_event
 from .._callbacks import call_callback
 from .._config import check_timeout
@@ -593,12 +594,16 @@ class KeepAliveManager:
                 endpoint=link.endpoint,
             )
             log.info("lease keepalive stream on %s stalled: opening a new one", link.endpoint)
+            if _telemetry.active is not None:
+                _telemetry.active.keepalive_failed("stall")
         self._report_halted(overdue)
         return due, wake_at
 
     def _report_halted(self, overdue: list[_Tracked]) -> None:
         if not overdue:
             return
+        if _telemetry.active is not None:
+            _telemetry.active.keepalive_failed("halted", len(overdue))
         cause = f"; last error: {self._last_error}" if self._last_error else ""
         for tracked in overdue:
             detail = (

@@ -24,6 +24,7 @@ import pytest
 
 from etcdsync import Client, errors, telemetry
 from etcdsync._backends._sync import Event, spawn, wait_event
+from etcdsync.lease_types import LeaseLostReason
 from etcdsync.testing.proxy import FaultProxy
 
 pytest.importorskip("opentelemetry.sdk")
@@ -312,3 +313,23 @@ def test_a_config_reload_is_a_span_and_watch_reconnects_are_counted(
     assert reload.attributes["etcdsync.config.revision"] >= latest.revision
     assert reload.attributes["etcdsync.outcome"] == "ok"
     assert otel.count("etcdsync.watch.reconnects") >= 1
+    # One resume gap per reconnect: the time from the stream's failure to its reopening.
+    [gap] = otel.points("etcdsync.watch.resume_gap")
+    assert gap.count == otel.count("etcdsync.watch.reconnects") and gap.max > 0
+
+
+def test_keepalive_stalls_and_halted_leases_are_counted(
+    etcd_server_factory: Any, otel: Otel
+) -> None:
+    server = etcd_server_factory()
+    with FaultProxy(server.endpoint) as proxy:
+        with Client(proxy.endpoint) as etcd:
+            lease = etcd.grant(2)
+            with etcd.keep_alive(lease) as ka:
+                assert otel.count("etcdsync.keepalive.failures") == 0
+                proxy.blackhole()  # renewals go unanswered: a stall, then the lease halts
+                assert ka.wait_lost(timeout=10)
+                assert ka.lost_reason is LeaseLostReason.HALTED
+            proxy.heal()
+    assert otel.count("etcdsync.keepalive.failures", **{"etcdsync.failure": "stall"}) >= 1
+    assert otel.count("etcdsync.keepalive.failures", **{"etcdsync.failure": "halted"}) == 1
