@@ -246,7 +246,9 @@ def member_failed(exc: BaseException) -> bool:
 # server's refusal of our certificate arrives as a TLS alert.
 _TLS_FAILURES = (
     (
-        ("Hostname Verification Check failed",),
+        # The first: grpcio >= ~1.6x; the second: older grpcio ("Peer name X is not in
+        # peer certificate").
+        ("Hostname Verification Check failed", "is not in peer certificate"),
         "hostname",
         "the server's certificate does not name the host dialled "
         "(TLSConfig.server_name sets the name to check)",
