@@ -277,11 +277,19 @@ _TLS_FAILURES = (
 )
 
 
+# TLS 1.3 checks the client's certificate after the client has finished its side of the
+# handshake, so etcd 3.4 (Go's TLS) refusing ours reaches gRPC as a record it cannot
+# read on a connection that never got going: the client certificate, in that context only.
+_REFUSED_AFTER_HANDSHAKE = ("failed to connect to all addresses", "TSI_DATA_CORRUPTED")
+
+
 def tls_failure(details: str) -> tuple[str, str] | None:
     """(reason, explanation) when gRPC's ``details`` tell of a failed TLS handshake."""
     for markers, reason, explanation in _TLS_FAILURES:
         if any(marker in details for marker in markers):
             return reason, explanation
+    if all(marker in details for marker in _REFUSED_AFTER_HANDSHAKE):
+        return next((r, e) for _, r, e in _TLS_FAILURES if r == "client certificate")
     return None
 
 
