@@ -1,6 +1,6 @@
 """``python -m bench``: the benchmark of etcdsync against the other etcd clients.
 
-    python -m bench                      # full run -> bench/RESULTS.md (about 10 min)
+    python -m bench                      # full run -> bench/RESULTS.md (~30 min with profiles)
     python -m bench --quick              # reduced sizes, 1 repetition (< 1 min per 2 clients)
     python -m bench --clients etcdsync-sync,etcd3 --workloads put_seq,get_seq
 
@@ -16,7 +16,7 @@ import shlex
 import sys
 from pathlib import Path
 
-from . import report, runner
+from . import miss_profiles, report, runner
 from .config import CLIENTS, WORKLOADS
 
 HERE = Path(__file__).resolve().parent
@@ -58,6 +58,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--no-apt", action="store_true", help="never apt-get install Go for the ceiling"
     )
+    parser.add_argument(
+        "--no-profiles",
+        action="store_true",
+        help="skip profiling the missed targets after a full run (bench.miss_profiles)",
+    )
     args = parser.parse_args(argv)
     suffix = "-quick" if args.quick else ""
     output = args.output or (
@@ -79,6 +84,8 @@ def main(argv: list[str] | None = None) -> int:
     output.write_text(text)
     raw.parent.mkdir(parents=True, exist_ok=True)
     raw.write_text(json.dumps(run.to_json(), indent=1, default=str))
+    if not args.quick and not args.no_profiles:
+        miss_profiles.write(run, output)
     print(report.table(run))
     print()
     print(report.checks_markdown(run))

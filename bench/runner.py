@@ -74,6 +74,16 @@ class Run:
             },
         }
 
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Run:
+        """The run :meth:`to_json` wrote (``bench/.work/results.json``)."""
+        fields = {k: v for k, v in data.items() if k != "outcomes"}
+        outcomes = {
+            client: {name: Outcome(**o) for name, o in per.items()}
+            for client, per in data.get("outcomes", {}).items()
+        }
+        return cls(**fields, outcomes=outcomes)
+
 
 @dataclass
 class Prepared:

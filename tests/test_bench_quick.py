@@ -10,6 +10,7 @@ the figures depend on the machine.
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import os
 import subprocess
@@ -122,3 +123,20 @@ def test_quick_bench_reports_every_workload(tmp_path: Path) -> None:
                 assert float(value.replace(",", "")) >= 0, (workload.name, client, row)
         if importlib.util.find_spec("matplotlib") is not None:
             assert (tmp_path / "plots" / f"{workload.name}.png").stat().st_size > 1000
+
+    # What bounds a missed memory target (bench.miss_profiles): the sites holding the
+    # heap's growth while the watchers are created, read back from the run's JSON.
+    # (The CPU profiles need py-spy, a download: not run here.)
+    from bench import miss_profiles
+    from bench.runner import Run
+
+    run = Run.from_json(json.loads((tmp_path / "results.json").read_text()))
+    assert run.outcomes["etcdsync-sync"]["sweep_watchers"].reps
+    subject = miss_profiles.Subject(
+        "etcdsync-sync", "sweep_watchers", kind="memory", overrides=(("n", 100),)
+    )
+    lines = miss_profiles.memory_markdown(run, subject)
+    sites = [line for line in lines if line.startswith("| ") and ".py:" in line]
+    assert sites, lines
+    assert any("etcdsync" in line or "_sync" in line for line in sites), sites
+    assert all(float(line.split("|")[2]) >= 0 for line in sites[:1]), sites

@@ -17,6 +17,7 @@ prints its intervals as one JSON line.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import itertools
 import json
 import os
@@ -25,7 +26,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,6 +101,40 @@ def rss_mb() -> float:
             if line.startswith("VmRSS:"):
                 return int(line.split()[1]) / 1024
     return float("nan")
+
+
+ALLOCATIONS_ENV = "BENCH_ALLOCATIONS"
+"""When set (to a file path), :func:`allocations` writes where the Python heap grew."""
+
+
+@contextlib.contextmanager
+def allocations(workload: str, top: int = 15) -> Iterator[None]:
+    """Trace the Python allocations made inside the block (only when
+    :data:`ALLOCATIONS_ENV` names a file; otherwise free): the sites that still hold
+    memory at its end, largest first, as JSON lines - how ``bench.miss_profiles``
+    shows what a memory figure is made of."""
+    path = os.environ.get(ALLOCATIONS_ENV)
+    if not path:
+        yield
+        return
+    import tracemalloc
+
+    tracemalloc.start(1)
+    before = tracemalloc.take_snapshot()
+    try:
+        yield
+    finally:
+        after = tracemalloc.take_snapshot()
+        traced, _peak = tracemalloc.get_traced_memory()
+        tracemalloc.stop()
+        stats = after.compare_to(before, "lineno")
+        with open(path, "w") as out:
+            out.write(json.dumps({"workload": workload, "traced_bytes": traced}) + "\n")
+            for stat in stats[:top]:
+                frame = stat.traceback[0]
+                site = {"file": frame.filename, "line": frame.lineno}
+                out.write(json.dumps(dict(site, bytes=stat.size_diff, count=stat.count_diff)))
+                out.write("\n")
 
 
 def watch_gauges(metrics_url: str) -> tuple[float, float]:

@@ -435,10 +435,11 @@ def sweep_watchers(a: SyncAdapter, p: dict[str, Any]) -> None:
     first = a.watch_key(key + b"/first")
     threads0, rss0 = threading.active_count(), c.rss_mb()
     counter = Counter()
-    start = time.perf_counter()
-    a.watch_many(key, n, counter)
-    create = time.perf_counter() - start
-    rss1, threads1 = c.rss_mb(), threading.active_count()
+    with c.allocations("sweep_watchers"):
+        start = time.perf_counter()
+        a.watch_many(key, n, counter)
+        create = time.perf_counter() - start
+        rss1, threads1 = c.rss_mb(), threading.active_count()
     put_at = time.perf_counter()
     a.put(key, b"1")
     if not counter.wait_for(n, p["timeout"]):

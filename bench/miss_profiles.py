@@ -1,0 +1,313 @@
+"""For each target a benchmark run missed, the profile that shows what bounds it.
+
+    python -m bench.miss_profiles                 # profiles for bench/.work/results.json
+    python -m bench.miss_profiles --results F --output bench/RESULTS.md
+
+A full ``python -m bench`` ends with this step.  Each missed target names the
+workloads that explain it; each is run again, alone, against a private etcd:
+
+- CPU-bound targets under py-spy (``bench.profile``), etcdsync beside the floor
+  (the same requests over bare grpc) or the peer it is compared with.  The samples
+  are split by the layer whose Python frame was running - grpc (its C core and the
+  protobuf (de)serialisation it does are charged to the grpc frame that called
+  them), etcdsync's own code (including the messages it builds), the Python
+  runtime (threads, queues, asyncio), the benchmark driver - and each share is
+  turned into µs per operation with the run's measured CPU per operation.
+- Wall-time targets (contended locks) with idle samples counted: where the time
+  is spent waiting.
+- The memory target with tracemalloc around the measured block
+  (``bench/drivers/_common.allocations``): which lines hold the Python heap's
+  growth, next to the RSS growth the run measured.
+
+The section "What bounds each miss" is written at the end of RESULTS.md
+(replacing an earlier one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+from etcdsync.testing.server import EtcdServer
+
+from . import curves, profile, report, venvs
+from .config import CLIENTS_BY_NAME, WORKLOADS_BY_NAME
+from .runner import Run
+
+HERE = Path(__file__).resolve().parent
+WORK = HERE / ".work" / "profiles"
+HEADING = "## What bounds each miss"
+
+
+@dataclass(frozen=True)
+class Subject:
+    """One workload run to explain a miss: ``client`` against ``baseline``."""
+
+    client: str
+    workload: str
+    baseline: str | None = None
+    kind: str = "cpu"  # cpu | wall | memory
+    overrides: tuple[tuple[str, float], ...] = ()
+
+
+# Stable parts of the targets' texts (bench/report.py `checks`; the first that a target
+# contains wins) -> the workloads that explain a miss.
+SUBJECTS: tuple[tuple[str, tuple[Subject, ...]], ...] = (
+    ("sync sequential put", (Subject("etcdsync-sync", "put_seq", "bare-sync"),)),
+    ("sync sequential get", (Subject("etcdsync-sync", "get_seq", "bare-sync"),)),
+    ("async put, 64 in flight", (Subject("etcdsync-async", "put_inflight", "bare-async"),)),
+    (
+        "client CPU per call",
+        (
+            Subject("etcdsync-sync", "txn_seq", "bare-sync"),
+            Subject("etcdsync-sync", "delete_seq", "bare-sync"),
+            Subject("etcdsync-async", "txn_seq", "bare-async"),
+        ),
+    ),
+    ("uncontended lock cycles", (Subject("etcdsync-sync", "lock_uncontended", "bare-sync"),)),
+    ("lock cycles", (Subject("etcdsync-sync", "lock_uncontended", "bare-sync"),)),
+    ("contended cycles", (Subject("etcdsync-sync", "lock_contended", kind="wall"),)),
+    ("leases kept alive", (Subject("etcdsync-async", "leases_large"),)),
+    (
+        "1,000 sync callback watchers",
+        (Subject("etcdsync-sync", "sweep_watchers", kind="memory", overrides=(("n", 1000),)),),
+    ),
+    ("watch delivery", (Subject("etcdsync-async", "watch_delivery", "aetcd"),)),
+)
+
+LAYERS = ("grpc", "etcdsync", "Python runtime", "benchmark driver", "peer library", "other")
+_RUNTIME = ("threading.py", "queue.py", "asyncio/", "selectors.py", "socket.py", "concurrent/")
+
+
+def layer(frame: str) -> str:
+    """Which layer a py-spy frame (``function (path:line)``) belongs to."""
+    if "/grpc/" in frame or "grpc/_cython" in frame or "google/protobuf" in frame:
+        return "grpc"
+    if "/etcdsync/" in frame:
+        return "etcdsync"
+    if "bench/drivers" in frame:
+        return "benchmark driver"
+    if any(part in frame for part in _RUNTIME):
+        return "Python runtime"
+    if "/site-packages/" in frame:
+        return "peer library"
+    return "other"
+
+
+@dataclass
+class Shares:
+    samples: int
+    by_layer: dict[str, float]
+    ours: list[tuple[str, float]]  # etcdsync's own frames by self share
+
+
+def shares(raw: Path, top: int = 6) -> Shares:
+    """Self samples of a py-spy raw profile, split by layer."""
+    by_layer: collections.Counter[str] = collections.Counter()
+    ours: collections.Counter[str] = collections.Counter()
+    total = 0
+    for line in raw.read_text().splitlines():
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        last = stack.split(";")[-1]
+        total += count
+        where = layer(last)
+        by_layer[where] += count
+        if where == "etcdsync":
+            ours[profile._short(last)] += count
+    if total == 0:
+        return Shares(0, {}, [])
+    return Shares(
+        total,
+        {name: by_layer[name] / total for name in LAYERS},
+        [(frame, n / total) for frame, n in ours.most_common(top)],
+    )
+
+
+def _cost_key(workload: str) -> tuple[str, str] | None:
+    """The run's metric (key, unit) that the CPU shares divide."""
+    if workload in report.FLOOR_METRICS:
+        key = report.FLOOR_METRICS[workload][1]
+        return key, "ms" if key == "cpu_ms" else "µs"
+    if workload.startswith("leases"):
+        return "cpu_pct", "% of a core"
+    return None
+
+
+def _record_cpu(subject: Subject, client: str, idle: bool) -> Path:
+    out = WORK / f"{client}-{subject.workload}{'-idle' if idle else ''}.txt"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    print(f"[bench] profiling {client} {subject.workload}", file=sys.stderr)
+    profile.record(client, subject.workload, dict(subject.overrides), ["--idle"] * idle, out)
+    return out
+
+
+def _record_memory(subject: Subject) -> Path:
+    """Run the driver once with tracemalloc around the measured block."""
+    spec = CLIENTS_BY_NAME[subject.client]
+    assert spec.driver is not None
+    out = WORK / f"{subject.client}-{subject.workload}-allocations.jsonl"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    w = WORKLOADS_BY_NAME[subject.workload]
+    params = dict(w.full, **dict(subject.overrides), reps=1, rep=0)
+    params.update(prefix=f"bench/{subject.client}/")
+    python = venvs.python_for(spec, HERE / ".work" / f"venv-{spec.name}.log")
+    print(f"[bench] tracing allocations: {subject.client} {subject.workload}", file=sys.stderr)
+    with EtcdServer() as server:
+        params["metrics_url"] = server.metrics_url
+        cmd = [
+            python, str(HERE / "drivers" / spec.driver), "--endpoint", server.endpoint,
+            "--workload", subject.workload, "--params", json.dumps(params),
+        ]  # fmt: skip
+        env = dict(os.environ, BENCH_ALLOCATIONS=str(out))
+        subprocess.run(cmd, check=True, cwd=HERE.parent, env=env, timeout=600, capture_output=True)
+    return out
+
+
+def _cpu_markdown(run: Run, subject: Subject, idle: bool) -> list[str]:
+    clients = [subject.client] + ([subject.baseline] if subject.baseline else [])
+    got = {c: shares(_record_cpu(subject, c, idle)) for c in clients}
+    cost = None if idle else _cost_key(subject.workload)
+    head = ["layer (self samples)", *clients]
+    lines = [
+        "| " + " | ".join(head) + " |",
+        "|" + "---|" + "---:|" * len(clients),
+    ]
+    per_op = {
+        c: report.median(run, c, subject.workload, cost[0]) if cost else None for c in clients
+    }
+    for name in LAYERS:
+        if all(got[c].by_layer.get(name, 0.0) < 0.005 for c in clients):
+            continue
+        cells = []
+        for c in clients:
+            share = got[c].by_layer.get(name, 0.0)
+            cell = f"{share * 100:.0f}%"
+            op = per_op[c]
+            if cost and op is not None:
+                cell += f" ({share * op:.1f} {cost[1]})"
+            cells.append(cell)
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    total = ["samples", *(str(got[c].samples) for c in clients)]
+    lines.append("| " + " | ".join(total) + " |")
+    mine = got[subject.client]
+    if mine.ours:
+        top = ", ".join(f"{frame} {share * 100:.1f}%" for frame, share in mine.ours)
+        lines += ["", f"etcdsync's own frames with the most self samples: {top}."]
+    lines += ["", _cpu_verdict(subject, got, per_op, cost)]
+    return lines
+
+
+def _cpu_verdict(
+    subject: Subject,
+    got: dict[str, Shares],
+    per_op: dict[str, float | None],
+    cost: tuple[str, str] | None,
+) -> str:
+    mine = got[subject.client].by_layer
+    biggest = max(mine, key=lambda name: mine[name])
+    text = f"Bound by {biggest} ({mine[biggest] * 100:.0f}% of {subject.client}'s samples)"
+    if subject.baseline and cost:
+        a, b = per_op[subject.client], per_op[subject.baseline]
+        if a is not None and b is not None:
+            base = got[subject.baseline].by_layer
+            extra = {n: mine.get(n, 0) * a - base.get(n, 0) * b for n in LAYERS}
+            name = max(extra, key=lambda n: extra[n])
+            text += (
+                f"; against {subject.baseline}, {a - b:+.1f} {cost[1]} per operation in all, "
+                f"the largest difference in {name} ({extra[name]:+.1f} {cost[1]})"
+            )
+    return text + "."
+
+
+def memory_markdown(run: Run, subject: Subject) -> list[str]:
+    path = _record_memory(subject)
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    head, sites = rows[0], rows[1:]
+    n = int(dict(subject.overrides)["n"])
+    rss = dict(curves.points(run, subject.client, subject.workload, "rss_mb")).get(n)
+    grown = sum(site["bytes"] for site in sites if site["bytes"] > 0)
+    lines = [
+        f"tracemalloc: the Python heap holds {head['traced_bytes'] / 2**20:.2f} MiB more "
+        f"after the {n:,} watchers were created; RSS grew {rss:.1f} MiB in the run"
+        if rss is not None
+        else f"tracemalloc: {head['traced_bytes'] / 2**20:.2f} MiB more on the Python heap",
+        "",
+        "| where (file:line) | KiB | blocks |",
+        "|---|---:|---:|",
+    ]
+    for site in sites[:10]:
+        short = "/".join(Path(site["file"]).parts[-2:])
+        lines.append(f"| {short}:{site['line']} | {site['bytes'] / 1024:.0f} | {site['count']} |")
+    lines += [
+        "",
+        f"The top {min(len(sites), 10)} lines hold {grown / 2**20:.2f} MiB; what RSS adds beyond "
+        "the Python heap is allocator slack and grpc's native buffers.",
+    ]
+    return lines
+
+
+def section(run: Run) -> str:
+    """The markdown section for the run's missed targets (profiles run now)."""
+    parts = [
+        HEADING,
+        "",
+        "Each missed target's workloads run again alone, right after the benchmark, on the "
+        "same box (`python -m bench.miss_profiles`; py-spy at 500 Hz, `--subprocesses`). "
+        "Self samples are split by the layer whose Python frame was on top: grpc includes "
+        "its C core and the protobuf (de)serialisation it calls; etcdsync includes the "
+        "request messages it builds. The µs figures are each share of the run's median CPU "
+        "per operation.",
+        "",
+    ]
+    done: dict[Subject, list[str]] = {}
+    for check in report.checks(run):
+        if check.met is not False:
+            continue
+        subjects = next((s for part, s in SUBJECTS if part in check.target), ())
+        parts += [f"### {check.target}", "", f"Measured: {check.measured}.", ""]
+        if not subjects:
+            parts += ["No profile is defined for this target.", ""]
+        for subject in subjects:
+            title = f"{subject.client}, {subject.workload}"
+            if subject in done:
+                parts += [f"{title}: the profile above.", ""]
+                continue
+            if subject.kind == "memory":
+                body = memory_markdown(run, subject)
+            else:
+                body = _cpu_markdown(run, subject, idle=subject.kind == "wall")
+                if subject.kind == "wall":
+                    body.insert(0, "Idle samples counted (where the wall time goes):\n")
+            done[subject] = body
+            parts += [f"**{title}**", "", *body, ""]
+    return "\n".join(parts)
+
+
+def write(run: Run, output: Path) -> None:
+    """Append (or replace) the section in ``output``."""
+    text = output.read_text() if output.exists() else ""
+    head = text.split(HEADING)[0].rstrip("\n")
+    output.write_text(head + "\n\n" + section(run))
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=(__doc__ or "").split("\n\n")[0])
+    parser.add_argument("--results", type=Path, default=HERE / ".work" / "results.json")
+    parser.add_argument("--output", type=Path, default=HERE / "RESULTS.md")
+    args = parser.parse_args()
+    run = Run.from_json(json.loads(args.results.read_text()))
+    write(run, args.output)
+    print(f"[bench] wrote {HEADING[3:]!r} into {args.output}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
