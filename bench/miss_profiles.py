@@ -54,25 +54,40 @@ class Subject:
     baseline: str | None = None
     kind: str = "cpu"  # cpu | wall | memory
     overrides: tuple[tuple[str, float], ...] = ()
+    focus: str | None = None
+    """Count only stacks through this frame (the timed call of a sequential workload:
+    its set-up writes and the warm-up stay out)."""
 
+
+def _sequential(client: str, workload: str, baseline: str, call: str) -> Subject:
+    """A sequential single-call workload: five repetitions, only the adapter's call."""
+    return Subject(client, workload, baseline, overrides=(("reps", 5),), focus=f"Adapter.{call} (")
+
+
+_LOCK_CYCLES = Subject(
+    "etcdsync-sync", "lock_uncontended", "bare-sync", overrides=(("cycles", 2000),)
+)
 
 # Stable parts of the targets' texts (bench/report.py `checks`; the first that a target
 # contains wins) -> the workloads that explain a miss.
 SUBJECTS: tuple[tuple[str, tuple[Subject, ...]], ...] = (
-    ("sync sequential put", (Subject("etcdsync-sync", "put_seq", "bare-sync"),)),
-    ("sync sequential get", (Subject("etcdsync-sync", "get_seq", "bare-sync"),)),
+    ("sync sequential put", (_sequential("etcdsync-sync", "put_seq", "bare-sync", "put"),)),
+    ("sync sequential get", (_sequential("etcdsync-sync", "get_seq", "bare-sync", "get"),)),
     ("async put, 64 in flight", (Subject("etcdsync-async", "put_inflight", "bare-async"),)),
     (
         "client CPU per call",
         (
-            Subject("etcdsync-sync", "txn_seq", "bare-sync"),
-            Subject("etcdsync-sync", "delete_seq", "bare-sync"),
-            Subject("etcdsync-async", "txn_seq", "bare-async"),
+            _sequential("etcdsync-sync", "txn_seq", "bare-sync", "txn_cas"),
+            _sequential("etcdsync-sync", "delete_seq", "bare-sync", "delete"),
+            Subject("etcdsync-async", "txn_seq", "bare-async", overrides=(("reps", 5),)),
         ),
     ),
-    ("uncontended lock cycles", (Subject("etcdsync-sync", "lock_uncontended", "bare-sync"),)),
-    ("lock cycles", (Subject("etcdsync-sync", "lock_uncontended", "bare-sync"),)),
-    ("contended cycles", (Subject("etcdsync-sync", "lock_contended", kind="wall"),)),
+    ("uncontended lock cycles", (_LOCK_CYCLES,)),
+    ("lock cycles", (_LOCK_CYCLES,)),
+    (
+        "contended cycles",
+        (Subject("etcdsync-sync", "lock_contended", kind="wall", focus="Adapter.lock_cycle ("),),
+    ),
     ("leases kept alive", (Subject("etcdsync-async", "leases_large"),)),
     (
         "1,000 sync callback watchers",
@@ -82,20 +97,26 @@ SUBJECTS: tuple[tuple[str, tuple[Subject, ...]], ...] = (
 )
 
 LAYERS = ("grpc", "etcdsync", "Python runtime", "benchmark driver", "peer library", "other")
-_RUNTIME = ("threading.py", "queue.py", "asyncio/", "selectors.py", "socket.py", "concurrent/")
+_RUNTIME_FILES = {"threading.py", "queue.py", "selectors.py", "socket.py", "contextlib.py"}
+_RUNTIME_DIRS = ("asyncio/", "concurrent/")
+_PEERS = ("aetcd/", "etcd3/", "pyetcd/")
+_DRIVERS = {path.name for path in (HERE / "drivers").glob("*.py")}
 
 
 def layer(frame: str) -> str:
-    """Which layer a py-spy frame (``function (path:line)``) belongs to."""
-    if "/grpc/" in frame or "grpc/_cython" in frame or "google/protobuf" in frame:
+    """Which layer a py-spy frame (``function (path:line)``, the path relative to its
+    ``sys.path`` entry) belongs to."""
+    match = profile._FRAME.match(frame)
+    path = match.group("file") if match else frame
+    if path.startswith(("grpc/", "google/")):
         return "grpc"
-    if "/etcdsync/" in frame:
+    if path.startswith("etcdsync/"):
         return "etcdsync"
-    if "bench/drivers" in frame:
+    if path in _DRIVERS:
         return "benchmark driver"
-    if any(part in frame for part in _RUNTIME):
+    if path in _RUNTIME_FILES or path.startswith(_RUNTIME_DIRS):
         return "Python runtime"
-    if "/site-packages/" in frame:
+    if path.startswith(_PEERS):
         return "peer library"
     return "other"
 
@@ -105,16 +126,21 @@ class Shares:
     samples: int
     by_layer: dict[str, float]
     ours: list[tuple[str, float]]  # etcdsync's own frames by self share
+    ours_inclusive: list[tuple[str, float]]  # etcdsync's frames by inclusive share
 
 
-def shares(raw: Path, top: int = 6) -> Shares:
-    """Self samples of a py-spy raw profile, split by layer."""
+def shares(raw: Path, focus: str | None = None, top: int = 6) -> Shares:
+    """Self samples of a py-spy raw profile, split by layer; imports left out, and
+    with ``focus`` only the stacks through that frame."""
     by_layer: collections.Counter[str] = collections.Counter()
     ours: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
     total = 0
     for line in raw.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
+            continue
+        if "<frozen importlib" in stack or (focus is not None and focus not in stack):
             continue
         count = int(count_text)
         last = stack.split(";")[-1]
@@ -123,12 +149,15 @@ def shares(raw: Path, top: int = 6) -> Shares:
         by_layer[where] += count
         if where == "etcdsync":
             ours[profile._short(last)] += count
+        for frame in {profile._short(f) for f in stack.split(";") if layer(f) == "etcdsync"}:
+            inclusive[frame] += count
     if total == 0:
-        return Shares(0, {}, [])
+        return Shares(0, {}, [], [])
     return Shares(
         total,
         {name: by_layer[name] / total for name in LAYERS},
         [(frame, n / total) for frame, n in ours.most_common(top)],
+        [(frame, n / total) for frame, n in inclusive.most_common(top * 2)],
     )
 
 
@@ -143,11 +172,30 @@ def _cost_key(workload: str) -> tuple[str, str] | None:
 
 
 def _record_cpu(subject: Subject, client: str, idle: bool) -> Path:
-    out = WORK / f"{client}-{subject.workload}{'-idle' if idle else ''}.txt"
+    # Without --idle, py-spy still counts threads waiting inside C (grpc's channel
+    # spin thread, a feeder blocked on its queue, a Condition.wait) as running:
+    # CPU profiles therefore sample only the thread holding the GIL - all of the
+    # Python code, ours and grpc's; what grpc's core does without the GIL is the same
+    # for etcdsync and the floor.
+    mode = "idle" if idle else "gil"
+    out = WORK / f"{client}-{subject.workload}-{mode}.txt"
     out.parent.mkdir(parents=True, exist_ok=True)
     print(f"[bench] profiling {client} {subject.workload}", file=sys.stderr)
-    profile.record(client, subject.workload, dict(subject.overrides), ["--idle"] * idle, out)
+    profile.record(client, subject.workload, dict(subject.overrides), [f"--{mode}"], out)
     return out
+
+
+_OPERATIONS = {"lock_uncontended": "cycles", "watch_delivery": "events"}
+"""The parameter that counts a workload's operations (``n`` when not listed)."""
+
+
+def operations(subject: Subject) -> int | None:
+    """How many operations the profiled run made (repetitions included)."""
+    params = dict(WORKLOADS_BY_NAME[subject.workload].full, **dict(subject.overrides))
+    count = params.get(_OPERATIONS.get(subject.workload, "n"))
+    if not isinstance(count, int | float) or subject.workload.startswith(("leases", "sweep")):
+        return None
+    return int(count) * int(dict(subject.overrides).get("reps", 1))
 
 
 def _record_memory(subject: Subject) -> Path:
@@ -174,16 +222,13 @@ def _record_memory(subject: Subject) -> Path:
 
 def _cpu_markdown(run: Run, subject: Subject, idle: bool) -> list[str]:
     clients = [subject.client] + ([subject.baseline] if subject.baseline else [])
-    got = {c: shares(_record_cpu(subject, c, idle)) for c in clients}
-    cost = None if idle else _cost_key(subject.workload)
-    head = ["layer (self samples)", *clients]
+    got = {c: shares(_record_cpu(subject, c, idle), subject.focus) for c in clients}
+    ops = None if idle else operations(subject)
     lines = [
-        "| " + " | ".join(head) + " |",
+        "| layer (" + ("samples, idle included" if idle else "GIL held") + ") | "
+        + " | ".join(clients) + " |",
         "|" + "---|" + "---:|" * len(clients),
-    ]
-    per_op = {
-        c: report.median(run, c, subject.workload, cost[0]) if cost else None for c in clients
-    }
+    ]  # fmt: skip
     for name in LAYERS:
         if all(got[c].by_layer.get(name, 0.0) < 0.005 for c in clients):
             continue
@@ -191,40 +236,49 @@ def _cpu_markdown(run: Run, subject: Subject, idle: bool) -> list[str]:
         for c in clients:
             share = got[c].by_layer.get(name, 0.0)
             cell = f"{share * 100:.0f}%"
-            op = per_op[c]
-            if cost and op is not None:
-                cell += f" ({share * op:.1f} {cost[1]})"
+            if ops:
+                cell += f" ({_us_per_op(got[c], share, ops):.1f} µs/op)"
             cells.append(cell)
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    total = ["samples", *(str(got[c].samples) for c in clients)]
-    lines.append("| " + " | ".join(total) + " |")
+    lines.append("| samples | " + " | ".join(str(got[c].samples) for c in clients) + " |")
+    cost = _cost_key(subject.workload)
+    if cost and not idle:
+        measured = [report.median(run, c, subject.workload, cost[0]) for c in clients]
+        cells = ["n/a" if m is None else f"{m:.1f} {cost[1]}" for m in measured]
+        lines.append("| the run's client CPU (all threads) | " + " | ".join(cells) + " |")
     mine = got[subject.client]
-    if mine.ours:
+    if idle and mine.ours_inclusive:
+        top = ", ".join(f"{frame} {share * 100:.0f}%" for frame, share in mine.ours_inclusive)
+        lines += ["", f"Share of the time under each of etcdsync's frames: {top}."]
+    elif mine.ours:
         top = ", ".join(f"{frame} {share * 100:.1f}%" for frame, share in mine.ours)
-        lines += ["", f"etcdsync's own frames with the most self samples: {top}."]
-    lines += ["", _cpu_verdict(subject, got, per_op, cost)]
+        lines += ["", f"etcdsync's own frames with the most samples: {top}."]
+    lines += ["", _cpu_verdict(subject, got, ops)]
     return lines
 
 
-def _cpu_verdict(
-    subject: Subject,
-    got: dict[str, Shares],
-    per_op: dict[str, float | None],
-    cost: tuple[str, str] | None,
-) -> str:
+def _us_per_op(got: Shares, share: float, ops: int) -> float:
+    """GIL-held µs per operation of a layer (py-spy samples at RATE Hz)."""
+    return got.samples * share / profile.RATE / ops * 1e6
+
+
+def _cpu_verdict(subject: Subject, got: dict[str, Shares], ops: int | None) -> str:
     mine = got[subject.client].by_layer
     biggest = max(mine, key=lambda name: mine[name])
     text = f"Bound by {biggest} ({mine[biggest] * 100:.0f}% of {subject.client}'s samples)"
-    if subject.baseline and cost:
-        a, b = per_op[subject.client], per_op[subject.baseline]
-        if a is not None and b is not None:
-            base = got[subject.baseline].by_layer
-            extra = {n: mine.get(n, 0) * a - base.get(n, 0) * b for n in LAYERS}
-            name = max(extra, key=lambda n: extra[n])
-            text += (
-                f"; against {subject.baseline}, {a - b:+.1f} {cost[1]} per operation in all, "
-                f"the largest difference in {name} ({extra[name]:+.1f} {cost[1]})"
-            )
+    if subject.baseline and ops:
+        base = got[subject.baseline]
+        extra = {
+            n: _us_per_op(got[subject.client], mine.get(n, 0.0), ops)
+            - _us_per_op(base, base.by_layer.get(n, 0.0), ops)
+            for n in LAYERS
+        }
+        total = sum(extra.values())
+        name = max(extra, key=lambda n: extra[n])
+        text += (
+            f"; against {subject.baseline}, {total:+.1f} µs of GIL-held time per operation, "
+            f"the largest difference in {name} ({extra[name]:+.1f} µs)"
+        )
     return text + "."
 
 
@@ -262,10 +316,14 @@ def section(run: Run) -> str:
         "",
         "Each missed target's workloads run again alone, right after the benchmark, on the "
         "same box (`python -m bench.miss_profiles`; py-spy at 500 Hz, `--subprocesses`). "
-        "Self samples are split by the layer whose Python frame was on top: grpc includes "
-        "its C core and the protobuf (de)serialisation it calls; etcdsync includes the "
-        "request messages it builds. The µs figures are each share of the run's median CPU "
-        "per operation.",
+        "CPU profiles sample the thread holding the GIL (py-spy cannot tell a thread "
+        "waiting inside grpc's C code from a running one): all Python code, ours and "
+        "grpc's, including the C work done under the GIL (protobuf (de)serialisation is "
+        "charged to the grpc frame that calls it; the request messages etcdsync builds to "
+        "etcdsync). What grpc's core does without the GIL is the same for etcdsync and "
+        "the floor. µs/op = samples ÷ 500 Hz ÷ operations; the run's own client CPU "
+        "(all threads) is shown beside it. Imports are left out; for the sequential "
+        "workloads only the timed call (the driver's `Adapter.<call>`) counts.",
         "",
     ]
     done: dict[Subject, list[str]] = {}
@@ -286,7 +344,11 @@ def section(run: Run) -> str:
             else:
                 body = _cpu_markdown(run, subject, idle=subject.kind == "wall")
                 if subject.kind == "wall":
-                    body.insert(0, "Idle samples counted (where the wall time goes):\n")
+                    body.insert(
+                        0,
+                        "Idle samples counted, the contenders' lock cycles only "
+                        "(where the wall time goes):\n",
+                    )
             done[subject] = body
             parts += [f"**{title}**", "", *body, ""]
     return "\n".join(parts)

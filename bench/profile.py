@@ -29,6 +29,8 @@ from .config import CLIENTS_BY_NAME, WORKLOADS_BY_NAME, ClientSpec, lease_timing
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 TOOLS = ClientSpec("tools", "sync", None, ("py-spy", "pyinstrument"))
+RATE = 500
+"""Samples per second."""
 _FRAME = re.compile(r"^(?P<func>.*) \((?P<file>[^():]*)(?::(?P<line>\d+))?\)$")
 
 
@@ -94,7 +96,7 @@ def record(
     with EtcdServer() as server:
         params["metrics_url"] = server.metrics_url
         cmd = [
-            py_spy, "record", "--format", "raw", "--rate", "500", "-o", str(out),
+            py_spy, "record", "--format", "raw", "--rate", str(RATE), "-o", str(out),
             *mode, "--subprocesses", "--",
             python, str(HERE / "drivers" / spec.driver),
             "--endpoint", server.endpoint, "--workload", workload, "--params", json.dumps(params),
