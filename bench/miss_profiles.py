@@ -136,20 +136,14 @@ def shares(raw: Path, focus: str | None = None, top: int = 6) -> Shares:
     ours: collections.Counter[str] = collections.Counter()
     inclusive: collections.Counter[str] = collections.Counter()
     total = 0
-    for line in raw.read_text().splitlines():
-        stack, _, count_text = line.rpartition(" ")
-        if not stack or not count_text.isdigit():
-            continue
-        if "<frozen importlib" in stack or (focus is not None and focus not in stack):
-            continue
-        count = int(count_text)
-        last = stack.split(";")[-1]
+    for frames, count in profile.stacks(raw, [focus] if focus else [], ["<frozen importlib"]):
+        last = frames[-1]
         total += count
         where = layer(last)
         by_layer[where] += count
         if where == "etcdsync":
             ours[profile._short(last)] += count
-        for frame in {profile._short(f) for f in stack.split(";") if layer(f) == "etcdsync"}:
+        for frame in {profile._short(f) for f in frames if layer(f) == "etcdsync"}:
             inclusive[frame] += count
     if total == 0:
         return Shares(0, {}, [], [])

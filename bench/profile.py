@@ -19,6 +19,7 @@ import json
 import re
 import subprocess
 import sys
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 from etcdsync.testing.server import EtcdServer
@@ -45,25 +46,30 @@ def _short(frame: str) -> str:
     return f"{match.group('func')} ({short})"
 
 
-def summarise(
-    raw: Path, top: int = 25, focus: list[str] | None = None, exclude: list[str] | None = None
-) -> str:
-    """Top functions by self and inclusive share of the samples.
-
-    Only stacks with a frame containing every ``focus`` string and none of the
-    ``exclude`` strings count (e.g. exclude the set-up phase of a workload).
-    """
-    self_counts: collections.Counter[str] = collections.Counter()
-    incl_counts: collections.Counter[str] = collections.Counter()
-    total = 0
+def stacks(
+    raw: Path, focus: Sequence[str] = (), exclude: Sequence[str] = ()
+) -> Iterator[tuple[list[str], int]]:
+    """The (frames, samples) of a py-spy raw profile, outermost frame first; only the
+    stacks with a frame containing every ``focus`` string and none of the ``exclude``
+    strings (e.g. exclude the set-up phase of a workload)."""
     for line in raw.read_text().splitlines():
         stack, _, count_text = line.rpartition(" ")
         if not stack or not count_text.isdigit():
             continue
-        if any(f not in stack for f in focus or ()) or any(x in stack for x in exclude or ()):
+        if any(f not in stack for f in focus) or any(x in stack for x in exclude):
             continue
-        count = int(count_text)
-        frames = [_short(f) for f in stack.split(";")]
+        yield stack.split(";"), int(count_text)
+
+
+def summarise(
+    raw: Path, top: int = 25, focus: list[str] | None = None, exclude: list[str] | None = None
+) -> str:
+    """Top functions by self and inclusive share of the samples (see :func:`stacks`)."""
+    self_counts: collections.Counter[str] = collections.Counter()
+    incl_counts: collections.Counter[str] = collections.Counter()
+    total = 0
+    for raw_frames, count in stacks(raw, focus or (), exclude or ()):
+        frames = [_short(f) for f in raw_frames]
         total += count
         self_counts[frames[-1]] += count
         for frame in set(frames):
