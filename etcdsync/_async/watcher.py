@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from .. import errors
-from .._backends._async import Event, Queue
+from .._backends._async import Latch, Queue
 from .._config import check_timeout
 from .._keyspace import ROOT, KeySpace
 from .._pb import rpc_pb2 as rpc
@@ -76,7 +76,7 @@ class AsyncWatcher:
         self._buffer_limit = buffer_limit
         self._queue: Queue[_Item] = Queue()
         self._fragments: list[WatchEvent] = []
-        self.created = Event()
+        self.created = Latch()
         self.create_error: errors.EtcdError | None = None
         self.suspended = False
         self.finished = False

@@ -20,6 +20,9 @@ from . import StreamEnded
 T = TypeVar("T")
 
 Event = asyncio.Event
+Latch = asyncio.Event
+"""A flag set once (the threaded flavour has a lighter Event for objects made by the
+thousand; an asyncio Event is already light)."""
 Lock = asyncio.Lock
 StateLock = threading.Lock
 """A lock for a few lines of state shared with callbacks of other threads (the

@@ -1,4 +1,5 @@
-"""The threaded flavour's close() returns only after its streams' threads ended.
+"""The threaded flavour's backend: close() returns only after its streams' threads
+ended; the latch that marks a watcher created.
 
 A thread of a stream (ours, or the ones grpc runs for a call: the request feeder of a
 bidirectional stream, the channel's event "spin" thread) still running when the
@@ -13,9 +14,11 @@ showed in about one close in 50, and 20 rounds here catch it.
 from __future__ import annotations
 
 import threading
+import time
 import uuid
 
 from etcdsync import Client
+from etcdsync._backends._sync import Latch, spawn
 
 PREFIX = f"{__name__}/{uuid.uuid4().hex[:8]}/"
 
@@ -38,3 +41,18 @@ def test_close_returns_after_its_streams_threads_ended(etcd_endpoint: str) -> No
             client.close()
         # No grace period: this is the moment a CLI process starts to exit.
         assert set(threading.enumerate()) - before == set()
+
+
+def test_a_latch_lets_every_waiter_through_once_set_and_times_out_before() -> None:
+    latch = Latch()
+    assert not latch.is_set()
+    started = time.monotonic()
+    assert latch.wait(0.05) is False
+    assert time.monotonic() - started >= 0.05
+    woken: list[bool] = []
+    waiters = [spawn(lambda: woken.append(latch.wait(10)), name=f"w{i}") for i in range(5)]
+    latch.set()
+    latch.set()  # a second set is harmless
+    assert all(task.join(5) for task in waiters)
+    assert woken == [True] * 5
+    assert latch.is_set() and latch.wait(0) and latch.wait(None)
