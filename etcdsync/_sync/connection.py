@@ -447,8 +447,7 @@ class Connection:
         floor = self.seen_revision
         response, served_by = self._call(method, request, deadline, idempotent, pinned)
         self.note_served(served_by)
-        serializable = None if pinned else _read_kind(method, request)
-        if self._in_order(response, serializable, floor):
+        if self._in_order(response, floor, None if pinned else (method, request)):
             return response
         return self._read_again(method, request, deadline, floor, response, served_by)
 
@@ -627,9 +626,14 @@ class Connection:
                 if revision > self.seen_revision:
                     self.seen_revision = revision
 
-    def _in_order(self, response: Any, serializable: bool | None, floor: int) -> bool:
+    def _in_order(self, response: Any, floor: int, sent: tuple[Method, Any] | bool | None) -> bool:
         """Note the response's revision; False for a serializable read answered below
-        ``floor``, the newest revision seen when the request was sent."""
+        ``floor``, the newest revision seen when the request was sent.
+
+        ``sent`` is the (method, request) answered, whose kind (:func:`_read_kind`) is
+        looked at only for an answer below ``floor`` - rare, and reading a txn's ops
+        costs more than the rest of the check - or the kind itself when known.
+        """
         header = getattr(response, "header", None)
         if header is None:
             return True
@@ -637,6 +641,7 @@ class Connection:
         if revision >= floor:
             self.observe_revision(revision)
             return True
+        serializable = _read_kind(*sent) if isinstance(sent, tuple) else sent
         if serializable:
             return False  # a member behind what we already saw: read elsewhere
         if serializable is False:
@@ -673,7 +678,7 @@ class Connection:
                 break
             self.check_usable()
             response, served_by = self._call(method, request, deadline, True, None)
-            if self._in_order(response, True, floor):
+            if self._in_order(response, floor, True):
                 return response
             revision = response.header.revision
         raise errors.StaleReadError(
