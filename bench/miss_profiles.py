@@ -93,6 +93,10 @@ SUBJECTS: tuple[tuple[str, tuple[Subject, ...]], ...] = (
         "1,000 sync callback watchers",
         (Subject("etcdsync-sync", "sweep_watchers", kind="memory", overrides=(("n", 1000),)),),
     ),
+    (
+        "range read of 10,000 keys faster",
+        (Subject("etcdsync-async", "range_read", "aetcd", overrides=(("reps", 30),)),),
+    ),
     # pyetcd is the peer with the least CPU per event in our runs.
     (
         "watch delivery",
@@ -205,15 +209,22 @@ def _record_cpu(subject: Subject, client: str, idle: bool) -> Path:
 REUSE = False
 """``--reuse``: render from the raw profiles already in bench/.work/profiles."""
 
-_OPERATIONS = {"lock_uncontended": "cycles", "watch_delivery": "events"}
-"""The parameter that counts a workload's operations (``n`` when not listed)."""
+_OPERATIONS: dict[str, str] = {
+    "lock_uncontended": "cycles",
+    "watch_delivery": "events",
+}
+"""The parameter that counts a workload's operations per repetition (``n`` when not
+listed)."""
+_NOT_COUNTED = ("leases", "sweep", "range_read")
+"""Workloads whose profile is not divided into operations (shares only): long-lived
+work, or set-up (10,000 keys written) that the profile cannot tell from the reads."""
 
 
 def operations(subject: Subject) -> int | None:
     """How many operations the profiled run made (repetitions included)."""
     params = dict(WORKLOADS_BY_NAME[subject.workload].full, **dict(subject.overrides))
     count = params.get(_OPERATIONS.get(subject.workload, "n"))
-    if not isinstance(count, int | float) or subject.workload.startswith(("leases", "sweep")):
+    if not isinstance(count, int | float) or subject.workload.startswith(_NOT_COUNTED):
         return None
     return int(count) * int(dict(subject.overrides).get("reps", 1))
 
