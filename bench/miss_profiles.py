@@ -29,15 +29,11 @@ import argparse
 import collections
 import json
 import os
-import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-from etcdsync.testing.server import EtcdServer
-
-from . import curves, profile, report, venvs
-from .config import CLIENTS_BY_NAME, WORKLOADS_BY_NAME
+from . import curves, profile, report
 from .runner import Run
 
 HERE = Path(__file__).resolve().parent
@@ -168,7 +164,7 @@ def shares(raw: Path, focus: str | None = None, top: int = 6) -> Shares:
         by_layer[where] += count
         if where == "etcdsync":
             ours[profile._short(last)] += count
-        for frame in {profile._short(f) for f in frames if layer(f) == "etcdsync"}:
+        for frame in sorted({profile._short(f) for f in frames if layer(f) == "etcdsync"}):
             inclusive[frame] += count
     if total == 0:
         return Shares(0, {}, [], [])
@@ -190,7 +186,7 @@ def _cost_key(workload: str) -> tuple[str, str] | None:
     return None
 
 
-def _record_cpu(subject: Subject, client: str, idle: bool) -> Path:
+def _record_cpu(subject: Subject, client: str, idle: bool, reuse: bool) -> Path:
     # Without --idle, py-spy still counts threads waiting inside C (grpc's channel
     # spin thread, a feeder blocked on its queue, a Condition.wait) as running:
     # CPU profiles therefore sample only the thread holding the GIL - all of the
@@ -199,15 +195,12 @@ def _record_cpu(subject: Subject, client: str, idle: bool) -> Path:
     mode = "idle" if idle else "gil"
     out = WORK / f"{client}-{subject.workload}-{mode}.txt"
     out.parent.mkdir(parents=True, exist_ok=True)
-    if REUSE and out.exists():
+    if reuse and out.exists():
         return out
     print(f"[bench] profiling {client} {subject.workload}", file=sys.stderr)
     profile.record(client, subject.workload, dict(subject.overrides), [f"--{mode}"], out)
     return out
 
-
-REUSE = False
-"""``--reuse``: render from the raw profiles already in bench/.work/profiles."""
 
 _OPERATIONS: dict[str, str] = {
     "lock_uncontended": "cycles",
@@ -222,38 +215,28 @@ work, or set-up (10,000 keys written) that the profile cannot tell from the read
 
 def operations(subject: Subject) -> int | None:
     """How many operations the profiled run made (repetitions included)."""
-    params = dict(WORKLOADS_BY_NAME[subject.workload].full, **dict(subject.overrides))
+    params = profile.params_for(subject.client, subject.workload, dict(subject.overrides))
     count = params.get(_OPERATIONS.get(subject.workload, "n"))
     if not isinstance(count, int | float) or subject.workload.startswith(_NOT_COUNTED):
         return None
-    return int(count) * int(dict(subject.overrides).get("reps", 1))
+    return int(count) * int(params["reps"])
 
 
-def _record_memory(subject: Subject) -> Path:
+def _record_memory(subject: Subject, reuse: bool) -> Path:
     """Run the driver once with tracemalloc around the measured block."""
-    spec = CLIENTS_BY_NAME[subject.client]
-    assert spec.driver is not None
     out = WORK / f"{subject.client}-{subject.workload}-allocations.jsonl"
     out.parent.mkdir(parents=True, exist_ok=True)
-    w = WORKLOADS_BY_NAME[subject.workload]
-    params = dict(w.full, **dict(subject.overrides), reps=1, rep=0)
-    params.update(prefix=f"bench/{subject.client}/")
-    python = venvs.python_for(spec, HERE / ".work" / f"venv-{spec.name}.log")
+    if reuse and out.exists():
+        return out
     print(f"[bench] tracing allocations: {subject.client} {subject.workload}", file=sys.stderr)
-    with EtcdServer() as server:
-        params["metrics_url"] = server.metrics_url
-        cmd = [
-            python, str(HERE / "drivers" / spec.driver), "--endpoint", server.endpoint,
-            "--workload", subject.workload, "--params", json.dumps(params),
-        ]  # fmt: skip
-        env = dict(os.environ, BENCH_ALLOCATIONS=str(out))
-        subprocess.run(cmd, check=True, cwd=HERE.parent, env=env, timeout=600, capture_output=True)
+    env = dict(os.environ, BENCH_ALLOCATIONS=str(out))  # see drivers/_common.allocations
+    profile.run_driver(subject.client, subject.workload, dict(subject.overrides), env=env)
     return out
 
 
-def _cpu_markdown(run: Run, subject: Subject, idle: bool) -> list[str]:
+def _cpu_markdown(run: Run, subject: Subject, idle: bool, reuse: bool) -> list[str]:
     clients = [subject.client] + ([subject.baseline] if subject.baseline else [])
-    got = {c: shares(_record_cpu(subject, c, idle), subject.focus) for c in clients}
+    got = {c: shares(_record_cpu(subject, c, idle, reuse), subject.focus) for c in clients}
     ops = None if idle else operations(subject)
     lines = [
         "| layer (" + ("samples, idle included" if idle else "GIL held; µs per operation") + ") | "
@@ -315,8 +298,8 @@ def _cpu_verdict(subject: Subject, got: dict[str, Shares], ops: int | None) -> s
     return text + "."
 
 
-def memory_markdown(run: Run, subject: Subject) -> list[str]:
-    path = _record_memory(subject)
+def memory_markdown(run: Run, subject: Subject, reuse: bool = False) -> list[str]:
+    path = _record_memory(subject, reuse)
     rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
     head, sites = rows[0], rows[1:]
     n = int(dict(subject.overrides)["n"])
@@ -342,8 +325,9 @@ def memory_markdown(run: Run, subject: Subject) -> list[str]:
     return lines
 
 
-def section(run: Run) -> str:
-    """The markdown section for the run's missed targets (profiles run now)."""
+def section(run: Run, reuse: bool = False) -> str:
+    """The markdown section for the run's missed targets (profiles run now, or
+    with ``reuse`` read from the ones recorded before)."""
     parts = [
         HEADING,
         "",
@@ -376,9 +360,9 @@ def section(run: Run) -> str:
                 parts += [f"{title}: the profile above.", ""]
                 continue
             if subject.kind == "memory":
-                body = memory_markdown(run, subject)
+                body = memory_markdown(run, subject, reuse)
             else:
-                body = _cpu_markdown(run, subject, idle=subject.kind == "wall")
+                body = _cpu_markdown(run, subject, subject.kind == "wall", reuse)
                 if subject.kind == "wall":
                     body.insert(
                         0,
@@ -390,11 +374,11 @@ def section(run: Run) -> str:
     return "\n".join(parts)
 
 
-def write(run: Run, output: Path) -> None:
+def write(run: Run, output: Path, reuse: bool = False) -> None:
     """Append (or replace) the section in ``output``."""
     text = output.read_text() if output.exists() else ""
     head = text.split(HEADING)[0].rstrip("\n")
-    output.write_text(head + "\n\n" + section(run))
+    output.write_text(head + "\n\n" + section(run, reuse))
 
 
 def main() -> None:
@@ -405,10 +389,8 @@ def main() -> None:
         "--reuse", action="store_true", help="render from the CPU profiles already recorded"
     )
     args = parser.parse_args()
-    global REUSE
-    REUSE = args.reuse
     run = Run.from_json(json.loads(args.results.read_text()))
-    write(run, args.output)
+    write(run, args.output, args.reuse)
     print(f"[bench] wrote {HEADING[3:]!r} into {args.output}", file=sys.stderr)
 
 

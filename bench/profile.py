@@ -21,6 +21,7 @@ import subprocess
 import sys
 from collections.abc import Iterator, Sequence
 from pathlib import Path
+from typing import Any
 
 from etcdsync.testing.server import EtcdServer
 
@@ -83,31 +84,52 @@ def summarise(
     return "\n".join(lines)
 
 
-def record(
-    client: str, workload: str, overrides: dict[str, float], mode: list[str], out: Path
-) -> None:
-    spec = CLIENTS_BY_NAME[client]
-    if spec.driver is None:
-        raise SystemExit("only Python clients can be profiled")
-    tools = venvs.python_for(TOOLS, HERE / ".work" / "venv-tools.log")
-    py_spy = str(Path(tools).parent / "py-spy")
-    python = venvs.python_for(spec, HERE / ".work" / f"venv-{spec.name}.log")
-    w = WORKLOADS_BY_NAME[workload]
-    params = dict(w.full, **overrides)
+def params_for(client: str, workload: str, overrides: dict[str, float]) -> dict[str, Any]:
+    """The driver's parameters for one profiled run: the full workload, ``overrides``,
+    one repetition unless they say otherwise."""
+    params: dict[str, Any] = dict(WORKLOADS_BY_NAME[workload].full, **overrides)
     params["reps"] = int(overrides.get("reps", 1))
     if workload.startswith("leases"):
         params.update(lease_timing(params))
     params.update(rep=0, prefix=f"bench/{client}/", writer_cwd=str(ROOT))
     params["writer_cmd"] = [sys.executable, "-m", "bench.writer"]
+    return params
+
+
+def run_driver(
+    client: str,
+    workload: str,
+    overrides: dict[str, float],
+    wrapper: Sequence[str] = (),
+    env: dict[str, str] | None = None,
+) -> None:
+    """Run one client's driver on ``workload`` against a private etcd, its command
+    prefixed by ``wrapper`` (a profiler) and with ``env`` (None: this process's)."""
+    spec = CLIENTS_BY_NAME[client]
+    if spec.driver is None:
+        raise SystemExit("only Python clients can be profiled")
+    python = venvs.python_for(spec, HERE / ".work" / f"venv-{spec.name}.log")
+    params = params_for(client, workload, overrides)
     with EtcdServer() as server:
         params["metrics_url"] = server.metrics_url
         cmd = [
-            py_spy, "record", "--format", "raw", "--rate", str(RATE), "-o", str(out),
-            *mode, "--subprocesses", "--",
-            python, str(HERE / "drivers" / spec.driver),
+            *wrapper, python, str(HERE / "drivers" / spec.driver),
             "--endpoint", server.endpoint, "--workload", workload, "--params", json.dumps(params),
         ]  # fmt: skip
-        subprocess.run(cmd, check=True, cwd=ROOT, env=None, timeout=900)
+        subprocess.run(cmd, check=True, cwd=ROOT, env=env, timeout=900)
+
+
+def record(
+    client: str, workload: str, overrides: dict[str, float], mode: list[str], out: Path
+) -> None:
+    """Run the driver under ``py-spy record`` (raw stacks into ``out``)."""
+    tools = venvs.python_for(TOOLS, HERE / ".work" / "venv-tools.log")
+    py_spy = str(Path(tools).parent / "py-spy")
+    wrapper = [
+        py_spy, "record", "--format", "raw", "--rate", str(RATE), "-o", str(out),
+        *mode, "--subprocesses", "--",
+    ]  # fmt: skip
+    run_driver(client, workload, overrides, wrapper)
 
 
 def main() -> None:

@@ -625,13 +625,14 @@ class AsyncConnection:
                 if revision > self.seen_revision:
                     self.seen_revision = revision
 
-    def _in_order(self, response: Any, floor: int, sent: tuple[Method, Any] | bool | None) -> bool:
+    def _in_order(self, response: Any, floor: int, sent: tuple[Method, Any] | None) -> bool:
         """Note the response's revision; False for a serializable read answered below
         ``floor``, the newest revision seen when the request was sent.
 
-        ``sent`` is the (method, request) answered, whose kind (:func:`_read_kind`) is
-        looked at only for an answer below ``floor`` - rare, and reading a txn's ops
-        costs more than the rest of the check - or the kind itself when known.
+        ``sent`` is the (method, request) answered (None: a call pinned to a member,
+        which the guard ignores); its kind (:func:`_read_kind`) is looked at only for
+        an answer below ``floor`` - rare, and reading a txn's ops costs more than the
+        rest of the check.
         """
         header = getattr(response, "header", None)
         if header is None:
@@ -640,7 +641,7 @@ class AsyncConnection:
         if revision >= floor:
             self.observe_revision(revision)
             return True
-        serializable = _read_kind(*sent) if isinstance(sent, tuple) else sent
+        serializable = None if sent is None else _read_kind(*sent)
         if serializable:
             return False  # a member behind what we already saw: read elsewhere
         if serializable is False:
@@ -677,7 +678,7 @@ class AsyncConnection:
                 break
             self.check_usable()
             response, served_by = await self._call(method, request, deadline, True, None)
-            if self._in_order(response, floor, True):
+            if self._in_order(response, floor, (method, request)):
                 return response
             revision = response.header.revision
         raise errors.StaleReadError(

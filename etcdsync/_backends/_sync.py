@@ -93,9 +93,7 @@ def close_channel(channel: grpc.Channel) -> None:
     # which Python reports as an unhandled thread exception.  The flag is private,
     # hence getattr; without it we merely close sooner.
     state = getattr(channel, "_connectivity_state", None)
-    deadline = time.monotonic() + 1.0
-    while getattr(state, "polling", False) and time.monotonic() < deadline:
-        time.sleep(0.01)
+    _wait_until(lambda: not getattr(state, "polling", False), 1.0)
     channel.close()
     # Closing cancels the calls still on the channel; grpc's "spin" thread delivers
     # their last events, each under the call's lock, and ends with the last one.  Let
@@ -104,8 +102,14 @@ def close_channel(channel: grpc.Channel) -> None:
     # collection (Python 3.13 + grpcio 1.85: a CLI run that never exited).  Private
     # again, hence getattr.
     calls = getattr(channel, "_call_state", None)
-    deadline = time.monotonic() + 1.0
-    while getattr(calls, "managed_calls", 0) > 0 and time.monotonic() < deadline:
+    _wait_until(lambda: getattr(calls, "managed_calls", 0) == 0, 1.0)
+
+
+def _wait_until(done: Callable[[], bool], seconds: float) -> None:
+    """Poll ``done`` every 5 ms for at most ``seconds`` (grpc's private state has
+    nothing to wait on)."""
+    deadline = time.monotonic() + seconds
+    while not done() and time.monotonic() < deadline:
         time.sleep(0.005)
 
 
@@ -164,7 +168,7 @@ class Latch:
         """Block until set or ``timeout`` passes; True if set."""
         if self._is_set:
             return True
-        if self._lock.acquire(timeout=-1 if timeout is None else max(timeout, 0.0)):
+        if acquire_lock(self._lock, timeout):
             self._lock.release()  # the next waiter passes too
             return True
         return self._is_set
