@@ -21,6 +21,7 @@ import time
 from typing import Any
 
 import pytest
+from helpers import pings
 
 from etcdsync import AsyncClient, CacheEvent, CacheEventType, Op, errors
 from etcdsync._backends._async import Event, wait_event
@@ -249,10 +250,13 @@ async def test_history_is_exact_across_server_restarts(etcd_server_factory: Any)
 
 
 async def test_one_reset_after_a_compaction_then_consistent(etcd_server_factory: Any) -> None:
-    server = etcd_server_factory()
+    server = etcd_server_factory(extra_args=pings.MEMBER_ARGS)
     prefix = "compacted/"
     with FaultProxy(server.endpoint) as proxy:
-        async with AsyncClient(proxy.endpoint) as watching, AsyncClient(server.endpoint) as etcd:
+        async with (
+            AsyncClient(proxy.endpoint, settings=pings.SETTINGS) as watching,
+            AsyncClient(server.endpoint) as etcd,
+        ):
             await etcd.put(prefix + "keep", "1")
             await etcd.put(prefix + "drop", "1")
             await etcd.put(prefix + "change", "1")

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import pytest
+from helpers import pings
 
 from etcdsync import AsyncClient, Op, errors
 from etcdsync._backends._async import Event, wait_event
@@ -250,9 +251,12 @@ async def test_compaction_while_partitioned_reloads_and_converges(
     etcd_server_factory: Any,
 ) -> None:
     """The watcher is cut off while others write and compact: it reloads, no gap."""
-    server = etcd_server_factory()
+    server = etcd_server_factory(extra_args=pings.MEMBER_ARGS)
     with FaultProxy(server.endpoint) as proxy:
-        async with AsyncClient(proxy.endpoint) as watching, AsyncClient(server.endpoint) as etcd:
+        async with (
+            AsyncClient(proxy.endpoint, settings=pings.SETTINGS) as watching,
+            AsyncClient(server.endpoint) as etcd,
+        ):
             await etcd.put("app/a", "1")
             await etcd.put("app/b", "2")
             cfg = await watching.config("app/").start()

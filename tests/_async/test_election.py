@@ -9,6 +9,7 @@ import time
 from typing import Any
 
 import pytest
+from helpers import pings
 
 from etcdsync import AsyncClient, Op, errors
 from etcdsync._backends._async import FLAVOUR, Event, spawn, wait_event
@@ -338,10 +339,13 @@ async def test_observe_reports_each_change_once_in_order(etcd_endpoint: str, pre
 
 
 async def test_observe_resyncs_after_compaction(etcd_server_factory: Any) -> None:
-    server = etcd_server_factory()
+    server = etcd_server_factory(extra_args=pings.MEMBER_ARGS)
     name = "compacted-election"
     with FaultProxy(server.endpoint) as proxy:
-        async with AsyncClient(proxy.endpoint) as watching, AsyncClient(server.endpoint) as etcd:
+        async with (
+            AsyncClient(proxy.endpoint, settings=pings.SETTINGS) as watching,
+            AsyncClient(server.endpoint) as etcd,
+        ):
             s1, s2 = await etcd.session(ttl=5), await etcd.session(ttl=5)
             a, b = etcd.election(name, session=s1), etcd.election(name, session=s2)
             await a.campaign("a")

@@ -6,6 +6,7 @@ import time
 from typing import Any
 
 import pytest
+from helpers import pings
 
 from etcdsync import AsyncClient, Op, errors
 from etcdsync.group_types import MembershipEvent, MembershipEventType
@@ -267,10 +268,13 @@ async def test_watch_is_exact_across_server_restarts(etcd_server_factory: Any) -
 
 
 async def test_watch_after_compaction_reports_the_net_difference(etcd_server_factory: Any) -> None:
-    server = etcd_server_factory()
+    server = etcd_server_factory(extra_args=pings.MEMBER_ARGS)
     name = "compacted-group"
     with FaultProxy(server.endpoint) as proxy:
-        async with AsyncClient(proxy.endpoint) as watching, AsyncClient(server.endpoint) as etcd:
+        async with (
+            AsyncClient(proxy.endpoint, settings=pings.SETTINGS) as watching,
+            AsyncClient(server.endpoint) as etcd,
+        ):
             sessions = [await etcd.session(ttl=30) for _ in range(3)]
             g1, g2, g3 = (etcd.group(name, session=s) for s in sessions)
             m1 = await g1.join("one")

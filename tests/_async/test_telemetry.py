@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from helpers import pings
 
 from etcdsync import AsyncClient, errors, telemetry
 from etcdsync._backends._async import Event, spawn, wait_event
@@ -287,9 +288,12 @@ async def test_off_by_default_and_off_again(etcd_endpoint: str, prefix: str) -> 
 async def test_a_config_reload_is_a_span_and_watch_reconnects_are_counted(
     etcd_server_factory: Any, otel: Otel
 ) -> None:
-    server = etcd_server_factory()
+    server = etcd_server_factory(extra_args=pings.MEMBER_ARGS)
     with FaultProxy(server.endpoint) as proxy:
-        async with AsyncClient(proxy.endpoint) as watching, AsyncClient(server.endpoint) as etcd:
+        async with (
+            AsyncClient(proxy.endpoint, settings=pings.SETTINGS) as watching,
+            AsyncClient(server.endpoint) as etcd,
+        ):
             await etcd.put("app/a", "1")
             cfg = await watching.config("app/").start()
             assert otel.count("etcdsync.watch.reconnects") == 0

@@ -22,6 +22,7 @@ import time
 from typing import Any
 
 import pytest
+from helpers import pings
 
 from etcdsync import Client, CacheEvent, CacheEventType, Op, errors
 from etcdsync._backends._sync import Event, wait_event
@@ -250,10 +251,13 @@ def test_history_is_exact_across_server_restarts(etcd_server_factory: Any) -> No
 
 
 def test_one_reset_after_a_compaction_then_consistent(etcd_server_factory: Any) -> None:
-    server = etcd_server_factory()
+    server = etcd_server_factory(extra_args=pings.MEMBER_ARGS)
     prefix = "compacted/"
     with FaultProxy(server.endpoint) as proxy:
-        with Client(proxy.endpoint) as watching, Client(server.endpoint) as etcd:
+        with (
+            Client(proxy.endpoint, settings=pings.SETTINGS) as watching,
+            Client(server.endpoint) as etcd,
+        ):
             etcd.put(prefix + "keep", "1")
             etcd.put(prefix + "drop", "1")
             etcd.put(prefix + "change", "1")

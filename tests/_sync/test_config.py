@@ -8,6 +8,7 @@ import time
 from typing import Any
 
 import pytest
+from helpers import pings
 
 from etcdsync import Client, Op, errors
 from etcdsync._backends._sync import Event, wait_event
@@ -251,9 +252,12 @@ def test_compaction_while_partitioned_reloads_and_converges(
     etcd_server_factory: Any,
 ) -> None:
     """The watcher is cut off while others write and compact: it reloads, no gap."""
-    server = etcd_server_factory()
+    server = etcd_server_factory(extra_args=pings.MEMBER_ARGS)
     with FaultProxy(server.endpoint) as proxy:
-        with Client(proxy.endpoint) as watching, Client(server.endpoint) as etcd:
+        with (
+            Client(proxy.endpoint, settings=pings.SETTINGS) as watching,
+            Client(server.endpoint) as etcd,
+        ):
             etcd.put("app/a", "1")
             etcd.put("app/b", "2")
             cfg = watching.config("app/").start()

@@ -10,6 +10,7 @@ import time
 from typing import Any
 
 import pytest
+from helpers import pings
 
 from etcdsync import Client, Op, errors
 from etcdsync._backends._sync import FLAVOUR, Event, spawn, wait_event
@@ -339,10 +340,13 @@ def test_observe_reports_each_change_once_in_order(etcd_endpoint: str, prefix: s
 
 
 def test_observe_resyncs_after_compaction(etcd_server_factory: Any) -> None:
-    server = etcd_server_factory()
+    server = etcd_server_factory(extra_args=pings.MEMBER_ARGS)
     name = "compacted-election"
     with FaultProxy(server.endpoint) as proxy:
-        with Client(proxy.endpoint) as watching, Client(server.endpoint) as etcd:
+        with (
+            Client(proxy.endpoint, settings=pings.SETTINGS) as watching,
+            Client(server.endpoint) as etcd,
+        ):
             s1, s2 = etcd.session(ttl=5), etcd.session(ttl=5)
             a, b = etcd.election(name, session=s1), etcd.election(name, session=s2)
             a.campaign("a")

@@ -7,6 +7,7 @@ import time
 from typing import Any
 
 import pytest
+from helpers import pings
 
 from etcdsync import Client, Op, errors
 from etcdsync.group_types import MembershipEvent, MembershipEventType
@@ -268,10 +269,13 @@ def test_watch_is_exact_across_server_restarts(etcd_server_factory: Any) -> None
 
 
 def test_watch_after_compaction_reports_the_net_difference(etcd_server_factory: Any) -> None:
-    server = etcd_server_factory()
+    server = etcd_server_factory(extra_args=pings.MEMBER_ARGS)
     name = "compacted-group"
     with FaultProxy(server.endpoint) as proxy:
-        with Client(proxy.endpoint) as watching, Client(server.endpoint) as etcd:
+        with (
+            Client(proxy.endpoint, settings=pings.SETTINGS) as watching,
+            Client(server.endpoint) as etcd,
+        ):
             sessions = [etcd.session(ttl=30) for _ in range(3)]
             g1, g2, g3 = (etcd.group(name, session=s) for s in sessions)
             m1 = g1.join("one")

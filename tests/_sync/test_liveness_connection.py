@@ -24,6 +24,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import pytest
+from helpers import pings
 
 from etcdsync import Client, ChannelSettings, errors
 from etcdsync._backends._sync import sleep, spawn
@@ -298,17 +299,15 @@ def test_snapshot_starts_over_elsewhere_when_its_connection_dies(
 def test_server_observe_survives_its_connection_dying(
     etcd_server_factory: EtcdServerFactory,
 ) -> None:
-    # gRPC before 1.80 can miss a reset that arrives within milliseconds of the last
-    # message on the connection (measured: 2-3% of such resets under load on grpcio
-    # 1.60-1.78, none on 1.80+) and notices only at its next keepalive ping; pings
-    # every second bound that here on every declared grpcio.
-    server = etcd_server_factory(extra_args=["--grpc-keepalive-min-time=500ms"])
-    pings = ChannelSettings(keepalive_time=1.0, keepalive_timeout=1.0)
+    # Pings every second bound a reset that grpcio before 1.80 can miss (helpers.pings).
+    server = etcd_server_factory(extra_args=pings.MEMBER_ARGS)
     with Client(server.endpoint) as leader_client:
         lease = leader_client.grant(30)
         leader = leader_client.server_campaign("obs", lease, "one")
         with FaultProxy(server.endpoint) as proxy:
-            with Client([proxy.endpoint, server.endpoint], settings=pings) as etcd:
+            with Client(
+                [proxy.endpoint, server.endpoint], settings=pings.SETTINGS
+            ) as etcd:
                 observer = etcd.server_observe("obs")
                 assert etcd.endpoint == proxy.endpoint
                 first = observer.get()

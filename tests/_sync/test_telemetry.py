@@ -21,6 +21,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from helpers import pings
 
 from etcdsync import Client, errors, telemetry
 from etcdsync._backends._sync import Event, spawn, wait_event
@@ -288,9 +289,12 @@ def test_off_by_default_and_off_again(etcd_endpoint: str, prefix: str) -> None:
 def test_a_config_reload_is_a_span_and_watch_reconnects_are_counted(
     etcd_server_factory: Any, otel: Otel
 ) -> None:
-    server = etcd_server_factory()
+    server = etcd_server_factory(extra_args=pings.MEMBER_ARGS)
     with FaultProxy(server.endpoint) as proxy:
-        with Client(proxy.endpoint) as watching, Client(server.endpoint) as etcd:
+        with (
+            Client(proxy.endpoint, settings=pings.SETTINGS) as watching,
+            Client(server.endpoint) as etcd,
+        ):
             etcd.put("app/a", "1")
             cfg = watching.config("app/").start()
             assert otel.count("etcdsync.watch.reconnects") == 0

@@ -25,16 +25,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from helpers.pings import MEMBER_ARGS, SETTINGS
 
-from etcdsync import ChannelSettings, Client
+from etcdsync import Client
 from etcdsync.testing import EtcdBinary, EtcdCluster
 from etcdsync.watch_types import Event
 
 from .history import History
 
-SETTINGS = ChannelSettings(keepalive_time=1.0, keepalive_timeout=1.0)
-"""Client channel settings: ping every second, give up after one more."""
-MEMBER_ARGS = ["--grpc-keepalive-min-time=500ms"]
 TTL = 2
 """Session / lock TTL of every scenario (seconds)."""
 WORKER = Path(__file__).with_name("worker.py")
