@@ -2,7 +2,7 @@
 
 gRPC notices a dead connection when a read fails or, failing that, when a keepalive
 ping goes unanswered.  grpcio before 1.80 can miss a TCP reset that arrives within
-milliseconds of the last message on a connection (measured: 2-3% of such resets under
+milliseconds of the last message on a connection (measured: 1-3% of such resets under
 load on grpcio 1.60-1.78, none on 1.80+); its streams then wait for the next ping, 30 s
 away with the default settings.  Tests that reset a connection bound that wait with
 these settings (etcd refuses pings more often than ``--grpc-keepalive-min-time``, so
